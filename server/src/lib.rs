@@ -1,0 +1,32 @@
+//! pushfleet-server, the edge: accepts WebSocket clients, subscribes upstream over
+//! ZeroMQ to exactly the channels they hold, and fans each publish out to them,
+//! encoded, framed and compressed once.
+//!
+//! Where things happen:
+//! - [`ingress`]: the ZeroMQ SUB socket's owner task (publishes enter here);
+//! - [`hub`]: validation, sequence numbers, latest values, encode-once, hand-off to workers;
+//! - [`worker`]: each worker thread's subscribers and its delivery, heartbeat and drain loops;
+//! - [`session`]: one connection's reader; [`outbox`]: its bounded send queue;
+//! - [`codec`]: RFC 6455 frames and RFC 7692 permessage-deflate;
+//! - [`http`]: routes; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
+//! - [`config`]: flags; [`state`]: what threads share; [`run`]: wiring and shutdown.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod codec;
+pub mod config;
+pub mod histogram;
+pub mod http;
+pub mod hub;
+pub mod ingress;
+pub mod metrics;
+pub mod outbox;
+pub mod published;
+pub mod reporter;
+pub mod run;
+pub mod session;
+pub mod state;
+pub mod worker;
+
+pub use config::Config;
+pub use run::run;

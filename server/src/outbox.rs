@@ -1,0 +1,257 @@
+//! A socket's send queue and the stream that feeds its HTTP response body.
+//!
+//! The queue is bounded (`--send-queue` messages) with a named full-policy
+//! ([`SlowClientPolicy`]); control frames (acks, errors, pongs, pings, close) are
+//! never evicted but count toward a small extra allowance, past which the client is
+//! treated as not reading and disconnected. One slow client therefore never costs
+//! more than its own bounded queue, and never slows anyone else.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use futures_core::Stream;
+
+use crate::codec::frame::{close_code, encode_close};
+use crate::config::SlowClientPolicy;
+use crate::metrics::{bump, WorkerMetrics};
+use crate::published::Published;
+
+/// Control frames allowed beyond the message bound before the client counts as not
+/// reading at all (it keeps sending requests but never reads the replies).
+pub const CONTROL_ALLOWANCE: usize = 64;
+
+/// A message as one worker holds it: the outer `Rc` is cloned for each socket with no
+/// atomic operation; the inner `Arc` (shared across workers) is cloned once per worker,
+/// so worker threads never contend on one reference count for every delivery.
+#[allow(clippy::redundant_allocation)]
+pub type LocalMessage = Rc<Arc<Published>>;
+
+/// One queued frame.
+pub enum Item {
+    /// A published message, shared by every socket on this worker.
+    Message(LocalMessage),
+    /// A channel's latest value replayed on subscribe.
+    Snapshot(LocalMessage),
+    /// A frame for this socket only.
+    Control(Bytes),
+}
+
+impl Item {
+    fn channel(&self) -> Option<&str> {
+        match self {
+            Item::Message(p) | Item::Snapshot(p) => Some(&p.channel),
+            Item::Control(_) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Open,
+    /// Flush what is queued (ending with a close frame), then end the body.
+    Closing,
+}
+
+/// What happened to a pushed message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// Queued, and an older message was evicted.
+    Evicted,
+    /// The client is too slow and was disconnected (`disconnect` policy or a flood of
+    /// control frames).
+    Disconnected,
+    /// The socket is closing; nothing was queued.
+    Closed,
+}
+
+pub struct Outbox {
+    queue: VecDeque<Item>,
+    messages: usize,
+    capacity: usize,
+    policy: SlowClientPolicy,
+    state: State,
+    waker: Option<Waker>,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize, policy: SlowClientPolicy) -> Self {
+        Self {
+            queue: VecDeque::new(),
+            messages: 0,
+            capacity,
+            policy,
+            state: State::Open,
+            waker: None,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Messages (not control frames) waiting.
+    pub fn queued_messages(&self) -> usize {
+        self.messages
+    }
+
+    fn wake(&mut self) {
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Queues a published message under the slow-client policy.
+    pub fn push_message(&mut self, item: Item, metrics: &WorkerMetrics) -> Pushed {
+        if self.state != State::Open {
+            return Pushed::Closed;
+        }
+        bump(&metrics.enqueued, 1);
+        let mut outcome = Pushed::Queued;
+        if self.messages >= self.capacity {
+            match self.policy {
+                SlowClientPolicy::Disconnect => {
+                    bump(&metrics.dropped_slow, 1);
+                    bump(&metrics.slow_disconnects, 1);
+                    self.abort(close_code::POLICY_VIOLATION, "slow consumer", metrics);
+                    return Pushed::Disconnected;
+                }
+                SlowClientPolicy::Conflate => {
+                    let same = item.channel().and_then(|c| {
+                        self.queue
+                            .iter()
+                            .rposition(|queued| queued.channel() == Some(c))
+                    });
+                    self.evict(same, metrics);
+                }
+                SlowClientPolicy::DropOldest => self.evict(None, metrics),
+            }
+            outcome = Pushed::Evicted;
+        }
+        self.messages += 1;
+        self.queue.push_back(item);
+        self.wake();
+        outcome
+    }
+
+    /// Removes the message at `at`, or the oldest message.
+    fn evict(&mut self, at: Option<usize>, metrics: &WorkerMetrics) {
+        let at = at.or_else(|| self.queue.iter().position(|i| i.channel().is_some()));
+        if let Some(i) = at {
+            self.queue.remove(i);
+            self.messages -= 1;
+            bump(&metrics.dropped_slow, 1);
+        }
+    }
+
+    /// Queues a frame for this socket only (never evicted).
+    pub fn push_control(&mut self, frame: Bytes, metrics: &WorkerMetrics) -> Pushed {
+        if self.state != State::Open {
+            return Pushed::Closed;
+        }
+        if self.queue.len() - self.messages >= CONTROL_ALLOWANCE {
+            bump(&metrics.slow_disconnects, 1);
+            self.abort(
+                close_code::POLICY_VIOLATION,
+                "client is not reading",
+                metrics,
+            );
+            return Pushed::Disconnected;
+        }
+        self.queue.push_back(Item::Control(frame));
+        self.wake();
+        Pushed::Queued
+    }
+
+    /// Sends what is queued, then a close frame, then ends the body.
+    pub fn close(&mut self, code: u16, reason: &str) {
+        if self.state != State::Open {
+            return;
+        }
+        self.queue
+            .push_back(Item::Control(encode_close(code, reason)));
+        self.state = State::Closing;
+        self.wake();
+    }
+
+    /// Drops everything queued (counted as slow-client drops) and closes at once.
+    fn abort(&mut self, code: u16, reason: &str, metrics: &WorkerMetrics) {
+        bump(&metrics.dropped_slow, self.messages as u64);
+        self.queue.clear();
+        self.messages = 0;
+        self.close(code, reason);
+    }
+
+    /// Discards what is left when the connection is gone; counted as `closed` drops.
+    pub fn discard(&mut self, metrics: &WorkerMetrics) {
+        bump(&metrics.dropped_closed, self.messages as u64);
+        self.queue = VecDeque::new();
+        self.messages = 0;
+        self.state = State::Closing;
+        self.wake();
+    }
+}
+
+/// The response body of one WebSocket connection: pops frames off the outbox.
+pub struct OutboxStream {
+    outbox: Rc<RefCell<Outbox>>,
+    compressed: bool,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl OutboxStream {
+    pub fn new(outbox: Rc<RefCell<Outbox>>, compressed: bool, metrics: Arc<WorkerMetrics>) -> Self {
+        Self {
+            outbox,
+            compressed,
+            metrics,
+        }
+    }
+}
+
+impl Stream for OutboxStream {
+    type Item = Result<Bytes, std::convert::Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut outbox = self.outbox.borrow_mut();
+        let Some(item) = outbox.queue.pop_front() else {
+            if outbox.state == State::Closing {
+                return Poll::Ready(None);
+            }
+            if !outbox
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                outbox.waker = Some(cx.waker().clone());
+            }
+            // A burst may have grown the queue; give the memory back while idle.
+            if outbox.queue.capacity() > 64 {
+                outbox.queue.shrink_to(16);
+            }
+            return Poll::Pending;
+        };
+        let metrics = &self.metrics;
+        let frame = match item {
+            Item::Control(frame) => frame,
+            Item::Message(p) => {
+                outbox.messages -= 1;
+                bump(&metrics.delivered, 1);
+                metrics.record_latency(p.received.elapsed().as_micros() as u64);
+                p.frames.for_socket(self.compressed).clone()
+            }
+            Item::Snapshot(p) => {
+                outbox.messages -= 1;
+                bump(&metrics.delivered, 1);
+                p.snapshot_frames().for_socket(self.compressed).clone()
+            }
+        };
+        bump(&metrics.bytes_out, frame.len() as u64);
+        Poll::Ready(Some(Ok(frame)))
+    }
+}

@@ -1,0 +1,186 @@
+//! Wiring and lifecycle: starts the hub thread (ZeroMQ ingress, hub, reporter), the
+//! public and admin HTTP servers, and runs the two-stage shutdown: the first SIGTERM
+//! or SIGINT (or `POST /drain`) drains gracefully within `--drain-timeout`; a second
+//! signal, or the timeout, stops at once.
+
+use std::net::TcpListener;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use cadence::{BufferedUdpMetricSink, QueuingMetricSink, StatsdClient};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::hub::{Hub, HubSettings, HUB_COMMAND_QUEUE};
+use crate::ingress::{self, CONTROL_QUEUE};
+use crate::metrics::Metrics;
+use crate::published::Encoder;
+use crate::state::Shared;
+use crate::{http, reporter};
+
+/// Capacity of the StatsD client's in-memory queue; when full, metrics are dropped
+/// rather than slowing the edge.
+const STATSD_QUEUE: usize = 65_536;
+
+fn statsd_client(config: &Config, edge_id: &str) -> anyhow::Result<Option<Arc<StatsdClient>>> {
+    let Some(addr) = config.statsd else {
+        return Ok(None);
+    };
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").context("binding the StatsD socket")?;
+    socket.set_nonblocking(true)?;
+    let sink = BufferedUdpMetricSink::from(addr, socket).context("creating the StatsD sink")?;
+    let queuing = QueuingMetricSink::with_capacity(sink, STATSD_QUEUE);
+    let prefix = format!(
+        "{}.edge.{}",
+        config.statsd_prefix,
+        edge_id.replace('.', "_")
+    );
+    Ok(Some(Arc::new(StatsdClient::from_sink(&prefix, queuing))))
+}
+
+/// Serves until shut down. `public` and `admin` are already bound (tests bind port 0).
+pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::Result<()> {
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+    let edge_id = config.edge_id(public_addr.port());
+    let statsd = statsd_client(&config, &edge_id)?;
+    let metrics = Arc::new(Metrics::new(edge_id.clone(), statsd.clone()));
+
+    let (hub_tx, hub_rx) = mpsc::channel(HUB_COMMAND_QUEUE);
+    let (zmq_tx, zmq_rx) = mpsc::channel(CONTROL_QUEUE);
+    let (ingress_tx, ingress_rx) = mpsc::channel(config.ingress_queue);
+    let hub = Hub::new(
+        HubSettings {
+            encoder: Encoder {
+                threshold: config.compression_threshold,
+                level: config.deflate_level,
+            },
+            max_publish_size: config.max_publish_size,
+        },
+        metrics.clone(),
+        zmq_tx,
+    );
+    let endpoints = config.zmq_connect.clone();
+    let hub_metrics = metrics.clone();
+    std::thread::Builder::new()
+        .name("pushfleet-hub".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start the hub runtime");
+                    std::process::exit(70);
+                }
+            };
+            runtime.block_on(async move {
+                tokio::spawn(ingress::run(
+                    endpoints,
+                    zmq_rx,
+                    ingress_tx,
+                    hub_metrics.clone(),
+                ));
+                tokio::spawn(reporter::run(hub_metrics, statsd));
+                hub.run(hub_rx, ingress_rx).await;
+            });
+        })
+        .context("starting the hub thread")?;
+
+    let workers = if config.workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.workers
+    };
+    let shared = Arc::new(Shared::new(config, metrics, hub_tx));
+    let max_connections = shared.config.max_connections;
+    info!(%edge_id, %public_addr, %admin_addr, workers, "pushfleet edge starting");
+
+    actix_web::rt::System::new().block_on(async move {
+        let data = web::Data::new(shared.clone());
+        let public_data = data.clone();
+        let public_server = HttpServer::new(move || {
+            App::new()
+                .app_data(public_data.clone())
+                .configure(http::public_routes)
+        })
+        .workers(workers)
+        .backlog(4096)
+        // Our own limit answers 503 with a reason; Actix's only has to stay above it.
+        .max_connections(max_connections.div_ceil(workers) + 1024)
+        .max_connection_rate(4096)
+        .disable_signals()
+        .listen(public)?
+        .run();
+        let admin_server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .configure(http::admin_routes)
+        })
+        .workers(1)
+        .disable_signals()
+        .listen(admin)?
+        .run();
+        let public_handle = public_server.handle();
+        let admin_handle = admin_server.handle();
+        actix_web::rt::spawn(async move {
+            lifecycle(shared).await;
+            // Everyone has been told to leave: stop without waiting for stragglers.
+            public_handle.stop(false).await;
+            admin_handle.stop(false).await;
+        });
+        let (a, b) = tokio::join!(public_server, admin_server);
+        a.and(b)
+    })?;
+    info!("pushfleet edge stopped");
+    Ok(())
+}
+
+/// Waits for a reason to drain, drains, and returns when it is time to stop.
+async fn lifecycle(shared: Arc<Shared>) {
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(t), Ok(i)) => (t, i),
+        _ => {
+            warn!("cannot install signal handlers; only POST /drain will stop this edge");
+            let mut watch = shared.drain.watch();
+            let _ = watch.wait_for(|d| *d).await;
+            return;
+        }
+    };
+    let mut drain = shared.drain.watch();
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: draining"),
+        _ = int.recv() => info!("SIGINT: draining"),
+        _ = drain.wait_for(|d| *d) => {},
+    }
+    shared.drain.start();
+    let timeout = shared.config.drain_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = term.recv() => { warn!("second signal: stopping now"); return; }
+            _ = int.recv() => { warn!("second signal: stopping now"); return; }
+            _ = tokio::time::sleep_until(deadline) => {
+                let left = shared.metrics.connections.load(Relaxed);
+                warn!(connections = left, ?timeout, "drain timeout passed: stopping");
+                return;
+            }
+            _ = poll.tick() => {
+                if shared.metrics.connections.load(Relaxed) <= 0 {
+                    info!("drained: no connections left");
+                    return;
+                }
+            }
+        }
+    }
+}
