@@ -620,7 +620,7 @@ pub async fn idle(conn: ConnOpts, hold: Duration) -> Result<()> {
 /// best rate.
 pub async fn sweep(conn: ConnOpts, load: LoadOpts, opts: SweepOpts) -> Result<()> {
     check_rate(opts.start_rate)?;
-    if !(opts.step_factor > 1.0) {
+    if !opts.step_factor.is_finite() || opts.step_factor <= 1.0 {
         bail!("--step-factor must be > 1");
     }
     let mut publisher = start_publisher(&conn, &load)?;

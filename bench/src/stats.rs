@@ -111,6 +111,9 @@ impl Histogram {
         }
         let q = q.clamp(0.0, 1.0);
         let rank = ((q * self.total as f64).ceil() as u64).clamp(1, self.total);
+        if rank == self.total {
+            return self.max;
+        }
         let mut seen = 0u64;
         for (idx, &c) in self.counts.iter().enumerate() {
             seen += c;
@@ -125,11 +128,11 @@ impl Histogram {
     /// p50, p99, p99.9 and max.
     pub fn summary(&self) -> LatencySummary {
         LatencySummary {
-            count: self.total,
+            count: self.count(),
             p50_ns: self.percentile(0.50),
             p99_ns: self.percentile(0.99),
             p999_ns: self.percentile(0.999),
-            max_ns: self.max,
+            max_ns: self.max(),
             mean_ns: self.mean(),
         }
     }

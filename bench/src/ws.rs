@@ -31,7 +31,7 @@ pub const OP_PONG: u8 = 0xA;
 /// Largest frame or reassembled message accepted from the server.
 pub const MAX_MESSAGE: usize = 16 << 20;
 
-const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC11B65";
+const WS_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
 /// A parsed `ws://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -577,9 +577,9 @@ mod tests {
         for len in [0usize, 5, 125, 126, 1000, 70_000] {
             let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
             let mut out = Vec::new();
-            encode_client_frame(&mut out, OP_PONG, &payload, [9, 8, 7, 6]);
+            encode_client_frame(&mut out, OP_BINARY, &payload, [9, 8, 7, 6]);
             let h = parse_header(&out).expect("ok").expect("some");
-            assert_eq!(h.opcode, OP_PONG);
+            assert_eq!(h.opcode, OP_BINARY);
             assert_eq!(h.payload_len, len);
             assert_eq!(h.total_len(), out.len());
             let mask = h.mask.expect("client frames are masked");

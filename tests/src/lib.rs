@@ -1,1 +1,73 @@
-//! placeholder
+//! The end-to-end harness: starts real processes (the edge binary, Python peers
+//! built on libzmq and `websockets`) on free loopback ports, talks to them the way
+//! clients and publishers do, and cleans up (by PID, only what it started).
+//!
+//! Binaries come from `target/debug` (or `PUSHFLEET_BIN_DIR`); the test command
+//! builds them first. Waits use [`eventually`] with a deadline, never fixed sleeps.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod process;
+pub mod py;
+pub mod raw;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+pub use process::Edge;
+pub use py::{PyClient, PyPublisher};
+pub use raw::{Frame, RawClient};
+
+/// The workspace root (tests run with the crate directory as cwd).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// A port nobody is listening on right now (the OS picks it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plain HTTP/1.1 request; returns (status, body).
+pub fn http(method: &str, addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+/// `GET` returning parsed JSON.
+pub fn get_json(addr: &str, path: &str) -> Option<serde_json::Value> {
+    let (_, body) = http("GET", addr, path)?;
+    serde_json::from_str(&body).ok()
+}

@@ -1,0 +1,210 @@
+//! Real peers in Python: a libzmq publisher (pyzmq XPUB, which also reports the
+//! subscriptions the edge forwards) and `websockets` clients. Each speaks JSON lines
+//! over stdin/stdout (see `tests/py/*.py`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::workspace_root;
+
+/// How long a helper may take to answer before the test fails.
+pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct LineProc {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Value>,
+    name: String,
+}
+
+impl LineProc {
+    fn start(script: &str, args: &[String]) -> LineProc {
+        let path = workspace_root().join("tests").join("py").join(script);
+        let mut child = Command::new("python3")
+            .arg("-u")
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start python3 {}: {e}", path.display()));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = channel();
+        let name = script.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => {
+                        if tx.send(v).is_err() {
+                            break;
+                        }
+                    }
+                    Err(_) => eprintln!("helper said: {line}"),
+                }
+            }
+        });
+        LineProc {
+            stdin: child.stdin.take(),
+            child,
+            lines: rx,
+            name,
+        }
+    }
+
+    fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap_or_else(|| panic!("{} stdin closed", self.name));
+        writeln!(stdin, "{line}").unwrap_or_else(|e| panic!("{} stdin: {e}", self.name));
+        stdin.flush().unwrap_or_else(|e| panic!("{} stdin: {e}", self.name));
+    }
+
+    /// Next event line, or None after `timeout`.
+    fn next(&self, timeout: Duration) -> Option<Value> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(v) => Some(v),
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
+        }
+    }
+
+    /// Next event of `kind`, skipping others; panics after `timeout`.
+    fn expect_kind(&self, kind: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left) {
+                Some(v) if v["kind"] == kind => return v,
+                Some(_) => continue,
+                None => panic!("{}: no {kind:?} event within {timeout:?}", self.name),
+            }
+        }
+    }
+}
+
+impl Drop for LineProc {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pyzmq XPUB publisher bound on a free loopback port.
+pub struct PyPublisher {
+    proc: LineProc,
+    pub endpoint: String,
+}
+
+impl PyPublisher {
+    pub fn start() -> PyPublisher {
+        Self::bind("tcp://127.0.0.1:*")
+    }
+
+    pub fn bind(endpoint: &str) -> PyPublisher {
+        let proc = LineProc::start("zmq_publisher.py", &["--bind".into(), endpoint.into()]);
+        let ready = proc.expect_kind("ready", PEER_TIMEOUT);
+        let endpoint = ready["endpoint"].as_str().unwrap_or_default().to_owned();
+        PyPublisher { proc, endpoint }
+    }
+
+    /// Sends one multipart message.
+    pub fn send(&mut self, frames: &[&str]) {
+        self.proc.send_line(&json!({ "frames": frames }).to_string());
+    }
+
+    /// Publishes `[channel, event, data]`.
+    pub fn publish(&mut self, channel: &str, event: &str, data: &str) {
+        self.send(&[channel, event, data]);
+    }
+
+    /// Waits until the edge's subscription (or unsubscription) for `topic` arrives.
+    pub fn wait_for(&self, kind: &str, topic: &str) {
+        let deadline = Instant::now() + PEER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.proc.next(left) {
+                Some(v) if v["kind"] == kind && v["topic"] == topic => return,
+                Some(_) => continue,
+                None => panic!("publisher never saw {kind} {topic:?}"),
+            }
+        }
+    }
+
+    /// Collects subscription events seen within `window` (and discards others).
+    pub fn subscriptions_within(&self, window: Duration) -> Vec<(String, String)> {
+        let deadline = Instant::now() + window;
+        let mut seen = Vec::new();
+        while let Some(v) = self.proc.next(deadline.saturating_duration_since(Instant::now())) {
+            if v["kind"] == "subscribe" || v["kind"] == "unsubscribe" {
+                seen.push((
+                    v["kind"].as_str().unwrap_or_default().to_owned(),
+                    v["topic"].as_str().unwrap_or_default().to_owned(),
+                ));
+            }
+        }
+        seen
+    }
+}
+
+/// A Python `websockets` client.
+pub struct PyClient {
+    proc: LineProc,
+    /// The `Sec-WebSocket-Extensions` the edge answered, if any.
+    pub extensions: Option<String>,
+}
+
+impl PyClient {
+    pub fn connect(url: &str, compress: bool) -> PyClient {
+        let mut args = vec!["--url".to_owned(), url.to_owned()];
+        if compress {
+            args.push("--compress".into());
+        }
+        let proc = LineProc::start("ws_client.py", &args);
+        let open = proc.expect_kind("open", PEER_TIMEOUT);
+        PyClient {
+            extensions: open["extensions"].as_str().map(str::to_owned),
+            proc,
+        }
+    }
+
+    pub fn send(&mut self, text: &str) {
+        self.proc.send_line(text);
+    }
+
+    pub fn subscribe(&mut self, channel: &str) -> Value {
+        self.send(&json!({ "method": "subscribe", "channel": channel }).to_string());
+        let ack = self.recv();
+        assert_eq!(ack["type"], "subscribed", "subscribe {channel}: {ack}");
+        ack
+    }
+
+    /// Next message (parsed JSON); panics after [`PEER_TIMEOUT`].
+    pub fn recv(&self) -> Value {
+        self.try_recv(PEER_TIMEOUT).unwrap_or_else(|| panic!("no message within {PEER_TIMEOUT:?}"))
+    }
+
+    /// Next message within `timeout`, if any.
+    pub fn try_recv(&self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.proc.next(deadline.saturating_duration_since(Instant::now()))?;
+            match v["kind"].as_str() {
+                Some("message") => {
+                    let text = v["text"].as_str().unwrap_or_default();
+                    return Some(serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")));
+                }
+                Some("closed") => return Some(json!({ "closed": v["code"] })),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits for the connection to close; returns the close code.
+    pub fn closed(&self, timeout: Duration) -> Value {
+        self.proc.expect_kind("closed", timeout)["code"].clone()
+    }
+}
