@@ -25,18 +25,31 @@ fn error(status: StatusCode, code: &str, message: &str) -> HttpResponse {
 
 /// Public routes.
 pub fn public_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws", web::get().to(upgrade))
-        .route("/healthz", web::get().to(healthz))
-        .route("/stats", web::get().to(stats))
+    cfg.service(resource("/ws").route(web::get().to(upgrade)))
+        .service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/stats").route(web::get().to(stats)))
         .default_service(web::to(not_found));
 }
 
 /// Admin routes.
 pub fn admin_routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/drain", web::post().to(drain))
-        .route("/healthz", web::get().to(healthz))
-        .route("/stats", web::get().to(stats))
+    cfg.service(resource("/drain").route(web::post().to(drain)))
+        .service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/stats").route(web::get().to(stats)))
         .default_service(web::to(not_found));
+}
+
+/// A resource that answers 405 (not 404) to methods it does not serve.
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &format!("{} is not allowed on {}", req.method(), req.path()),
+    )
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {

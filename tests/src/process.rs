@@ -46,7 +46,8 @@ impl Edge {
         let port = free_port();
         let admin_port = free_port();
         let log = log_dir().join(format!("edge-{port}.log"));
-        let out = File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let out =
+            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
         let err = out.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
         let child = Command::new(binary("pushfleet-server"))
             .arg("--listen")
@@ -77,7 +78,11 @@ impl Edge {
             if let Ok(Some(status)) = edge.child.try_wait() {
                 panic!("edge exited at start ({status}):\n{}", edge.log_text());
             }
-            assert!(Instant::now() < deadline, "edge never became healthy:\n{}", edge.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "edge never became healthy:\n{}",
+                edge.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         edge
@@ -100,7 +105,9 @@ impl Edge {
     }
 
     pub fn stats(&self) -> Value {
-        eventually(Duration::from_secs(5), "edge /stats", || get_json(&self.admin_addr(), "/stats"))
+        eventually(Duration::from_secs(5), "edge /stats", || {
+            get_json(&self.admin_addr(), "/stats")
+        })
     }
 
     /// Waits until `/stats` satisfies `check`.
@@ -143,7 +150,11 @@ impl Drop for Edge {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!("--- edge log ({}) ---\n{}", self.log.display(), self.log_text());
+            eprintln!(
+                "--- edge log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }

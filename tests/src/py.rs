@@ -58,9 +58,14 @@ impl LineProc {
     }
 
     fn send_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().unwrap_or_else(|| panic!("{} stdin closed", self.name));
+        let stdin = self
+            .stdin
+            .as_mut()
+            .unwrap_or_else(|| panic!("{} stdin closed", self.name));
         writeln!(stdin, "{line}").unwrap_or_else(|e| panic!("{} stdin: {e}", self.name));
-        stdin.flush().unwrap_or_else(|e| panic!("{} stdin: {e}", self.name));
+        stdin
+            .flush()
+            .unwrap_or_else(|e| panic!("{} stdin: {e}", self.name));
     }
 
     /// Next event line, or None after `timeout`.
@@ -113,7 +118,8 @@ impl PyPublisher {
 
     /// Sends one multipart message.
     pub fn send(&mut self, frames: &[&str]) {
-        self.proc.send_line(&json!({ "frames": frames }).to_string());
+        self.proc
+            .send_line(&json!({ "frames": frames }).to_string());
     }
 
     /// Publishes `[channel, event, data]`.
@@ -138,7 +144,10 @@ impl PyPublisher {
     pub fn subscriptions_within(&self, window: Duration) -> Vec<(String, String)> {
         let deadline = Instant::now() + window;
         let mut seen = Vec::new();
-        while let Some(v) = self.proc.next(deadline.saturating_duration_since(Instant::now())) {
+        while let Some(v) = self
+            .proc
+            .next(deadline.saturating_duration_since(Instant::now()))
+        {
             if v["kind"] == "subscribe" || v["kind"] == "unsubscribe" {
                 seen.push((
                     v["kind"].as_str().unwrap_or_default().to_owned(),
@@ -184,18 +193,24 @@ impl PyClient {
 
     /// Next message (parsed JSON); panics after [`PEER_TIMEOUT`].
     pub fn recv(&self) -> Value {
-        self.try_recv(PEER_TIMEOUT).unwrap_or_else(|| panic!("no message within {PEER_TIMEOUT:?}"))
+        self.try_recv(PEER_TIMEOUT)
+            .unwrap_or_else(|| panic!("no message within {PEER_TIMEOUT:?}"))
     }
 
     /// Next message within `timeout`, if any.
     pub fn try_recv(&self, timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.proc.next(deadline.saturating_duration_since(Instant::now()))?;
+            let v = self
+                .proc
+                .next(deadline.saturating_duration_since(Instant::now()))?;
             match v["kind"].as_str() {
                 Some("message") => {
                     let text = v["text"].as_str().unwrap_or_default();
-                    return Some(serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}")));
+                    return Some(
+                        serde_json::from_str(text)
+                            .unwrap_or_else(|e| panic!("not JSON ({e}): {text}")),
+                    );
                 }
                 Some("closed") => return Some(json!({ "closed": v["code"] })),
                 _ => continue,

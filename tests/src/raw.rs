@@ -20,7 +20,8 @@ pub struct Frame {
 impl Frame {
     /// The close code of a close frame.
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == 8 && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == 8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
@@ -45,7 +46,9 @@ impl RawClient {
             request.push_str(&format!("Sec-WebSocket-Extensions: {ext}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).unwrap_or_else(|e| panic!("handshake write: {e}"));
+        stream
+            .write_all(request.as_bytes())
+            .unwrap_or_else(|e| panic!("handshake write: {e}"));
         let mut client = RawClient {
             stream,
             buf: Vec::new(),
@@ -76,7 +79,10 @@ impl RawClient {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Reads more bytes; false on EOF, error or deadline.
@@ -135,7 +141,11 @@ impl RawClient {
             let frame = self.read_frame(deadline.saturating_duration_since(Instant::now()))?;
             match frame.opcode {
                 1 => {
-                    let text = if frame.rsv1 { inflate(&frame.payload) } else { frame.payload };
+                    let text = if frame.rsv1 {
+                        inflate(&frame.payload)
+                    } else {
+                        frame.payload
+                    };
                     return serde_json::from_slice(&text).ok();
                 }
                 9 | 10 => continue,
@@ -169,7 +179,13 @@ impl RawClient {
 }
 
 /// A client frame, masked (with a fixed non-zero key) or not.
-pub fn encode_client_frame(fin: bool, rsv1: bool, opcode: u8, payload: &[u8], mask: bool) -> Vec<u8> {
+pub fn encode_client_frame(
+    fin: bool,
+    rsv1: bool,
+    opcode: u8,
+    payload: &[u8],
+    mask: bool,
+) -> Vec<u8> {
     let mut out = vec![(u8::from(fin) << 7) | (u8::from(rsv1) << 6) | opcode];
     let mask_bit = if mask { 0x80 } else { 0 };
     match payload.len() {
@@ -230,9 +246,15 @@ pub fn inflate(compressed: &[u8]) -> Vec<u8> {
     loop {
         out.reserve(64 * 1024);
         let before = d.total_in();
-        d.decompress_vec(&input[d.total_in() as usize..], &mut out, FlushDecompress::Sync)
-            .unwrap_or_else(|e| panic!("server sent corrupt deflate data: {e}"));
-        if d.total_in() as usize >= input.len() || d.total_in() == before && out.len() < out.capacity() {
+        d.decompress_vec(
+            &input[d.total_in() as usize..],
+            &mut out,
+            FlushDecompress::Sync,
+        )
+        .unwrap_or_else(|e| panic!("server sent corrupt deflate data: {e}"));
+        if d.total_in() as usize >= input.len()
+            || d.total_in() == before && out.len() < out.capacity()
+        {
             return out;
         }
     }

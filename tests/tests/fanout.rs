@@ -8,7 +8,14 @@ use serde_json::Value;
 
 fn big_data(i: usize) -> String {
     let rows: Vec<String> = (0..40)
-        .map(|r| format!(r#"{{"sym":"BTC-INR","bid":{},"ask":{},"vol":{}}}"#, 5_000_000 + r * 7 + i, 5_000_100 + r, r * 13))
+        .map(|r| {
+            format!(
+                r#"{{"sym":"BTC-INR","bid":{},"ask":{},"vol":{}}}"#,
+                5_000_000 + r * 7 + i,
+                5_000_100 + r,
+                r * 13
+            )
+        })
         .collect();
     format!("[{}]", rows.join(","))
 }
@@ -20,7 +27,10 @@ fn compressed_and_plain_clients_receive_the_same_pyzmq_publishes() {
     let mut compressed = PyClient::connect(&edge.ws_url(), true);
     let mut plain = PyClient::connect(&edge.ws_url(), false);
     let ext = compressed.extensions.clone().unwrap_or_default();
-    assert!(ext.contains("permessage-deflate") && ext.contains("server_no_context_takeover"), "{ext}");
+    assert!(
+        ext.contains("permessage-deflate") && ext.contains("server_no_context_takeover"),
+        "{ext}"
+    );
     assert_eq!(plain.extensions, None);
     compressed.subscribe("ticker_INR");
     plain.subscribe("ticker_INR");
@@ -43,17 +53,32 @@ fn compressed_and_plain_clients_receive_the_same_pyzmq_publishes() {
     let stats = edge.wait_stats("6 deliveries", |s| s["msgs_out"] == 6);
     assert_eq!(stats["published"], 3);
     assert_eq!(stats["compressed_connections"], 1);
-    assert_eq!(stats["compression"]["messages"], 2, "the two large messages, once each: {stats}");
-    assert!(stats["compression"]["ratio"].as_f64().unwrap() < 0.5, "{stats}");
+    assert_eq!(
+        stats["compression"]["messages"], 2,
+        "the two large messages, once each: {stats}"
+    );
+    assert!(
+        stats["compression"]["ratio"].as_f64().unwrap() < 0.5,
+        "{stats}"
+    );
 }
 
 #[test]
 fn compressed_sockets_get_rsv1_frames_that_inflate_to_the_envelope() {
     let mut publisher = PyPublisher::start();
     let edge = Edge::start(&[&publisher.endpoint], &[]);
-    let mut raw = RawClient::connect(&edge.addr(), Some("permessage-deflate; client_max_window_bits"));
-    let agreed = raw.header("sec-websocket-extensions").unwrap_or_default().to_owned();
-    assert_eq!(agreed, "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+    let mut raw = RawClient::connect(
+        &edge.addr(),
+        Some("permessage-deflate; client_max_window_bits"),
+    );
+    let agreed = raw
+        .header("sec-websocket-extensions")
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(
+        agreed,
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    );
     raw.send_text(r#"{"method":"subscribe","channel":"c1","id":1}"#);
     let ack = raw.recv_json(Duration::from_secs(5)).unwrap();
     assert_eq!(ack["type"], "subscribed");
@@ -64,12 +89,18 @@ fn compressed_sockets_get_rsv1_frames_that_inflate_to_the_envelope() {
     let big = raw.read_frame(Duration::from_secs(5)).unwrap();
     assert!(big.rsv1, "large message must be compressed");
     let text = pushfleet_tests::raw::inflate(&big.payload);
-    assert!(text.len() > big.payload.len() * 2, "compression should pay on repetitive JSON");
+    assert!(
+        text.len() > big.payload.len() * 2,
+        "compression should pay on repetitive JSON"
+    );
     let v: Value = serde_json::from_slice(&text).unwrap();
     assert_eq!(v["seq"], 1);
     let small = raw.read_frame(Duration::from_secs(5)).unwrap();
     assert!(!small.rsv1, "messages under the threshold go uncompressed");
-    assert_eq!(small.payload, br#"{"channel":"c1","event":"tick","data":7,"seq":2}"#);
+    assert_eq!(
+        small.payload,
+        br#"{"channel":"c1","event":"tick","data":7,"seq":2}"#
+    );
 }
 
 #[test]
@@ -152,7 +183,11 @@ fn publishes_may_carry_their_own_sequence_numbers() {
     publisher.send(&["s", "e", "1", "41"]);
     publisher.publish("s", "e", "2");
     assert_eq!(client.recv()["seq"], 41);
-    assert_eq!(client.recv()["seq"], 42, "edge continues from the relay's number");
+    assert_eq!(
+        client.recv()["seq"],
+        42,
+        "edge continues from the relay's number"
+    );
 }
 
 #[test]
