@@ -3,6 +3,7 @@
 use std::net::TcpListener;
 use std::process::ExitCode;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 use pushfleet_server::{run, Config};
 
@@ -12,7 +13,21 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let config = match Config::try_parse() {
+        Ok(c) => c,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+            e.exit()
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("bad arguments");
+            eprintln!(
+                "pushfleet-server: invalid configuration: {} (see --help)",
+                first.trim_start_matches("error: ")
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     if let Err(e) = config.validate() {
         eprintln!("pushfleet-server: invalid configuration: {e}");
         return ExitCode::from(EXIT_CONFIG);

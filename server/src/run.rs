@@ -157,9 +157,11 @@ async fn lifecycle(shared: Arc<Shared>) {
         }
     };
     let mut drain = shared.drain.watch();
+    // Signals received so far: the first (or an admin drain) drains, the second stops.
+    let mut signals = 0;
     tokio::select! {
-        _ = term.recv() => info!("SIGTERM: draining"),
-        _ = int.recv() => info!("SIGINT: draining"),
+        _ = term.recv() => { signals += 1; info!("SIGTERM: draining") }
+        _ = int.recv() => { signals += 1; info!("SIGINT: draining") }
         _ = drain.wait_for(|d| *d) => {},
     }
     shared.drain.start();
@@ -167,9 +169,13 @@ async fn lifecycle(shared: Arc<Shared>) {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut poll = tokio::time::interval(Duration::from_millis(100));
     loop {
+        if signals >= 2 {
+            warn!("second signal: stopping now");
+            return;
+        }
         tokio::select! {
-            _ = term.recv() => { warn!("second signal: stopping now"); return; }
-            _ = int.recv() => { warn!("second signal: stopping now"); return; }
+            _ = term.recv() => signals += 1,
+            _ = int.recv() => signals += 1,
             _ = tokio::time::sleep_until(deadline) => {
                 let left = shared.metrics.connections.load(Relaxed);
                 warn!(connections = left, ?timeout, "drain timeout passed: stopping");

@@ -289,6 +289,9 @@ impl Worker {
             tick.tick().await;
             let now = Instant::now();
             for session in self.all_sessions() {
+                if !session.outbox.borrow().is_open() {
+                    continue; // already closing
+                }
                 if now.duration_since(session.last_seen()) > config.heartbeat_timeout {
                     self.shared.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
                     session.close(close_code::GOING_AWAY, "heartbeat timeout");

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what pushfleet's build, demo and tests need on a fresh Debian machine.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v taskset >/dev/null || need_apt+=(util-linux)
+command -v curl >/dev/null || need_apt+=(curl)
+command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
+fi
+
+if ! python3 -c 'import zmq, websockets' 2>/dev/null; then
+  echo "setup: pip install -r tests/py/requirements.txt"
+  python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt \
+    || python3 -m pip install -q --break-system-packages -r tests/py/requirements.txt
+fi
+
+command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }
