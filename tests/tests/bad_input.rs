@@ -1,6 +1,8 @@
 //! Bad client input gets the right error reply or close code, and nobody else on the
 //! edge notices.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use pushfleet_tests::raw::deflate;

@@ -1,6 +1,8 @@
 //! Publishes from a real libzmq publisher reach real WebSocket clients, compressed
 //! and plain, with sequence numbers, snapshots and exact subscriptions.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use pushfleet_tests::{Edge, PyClient, PyPublisher, RawClient};

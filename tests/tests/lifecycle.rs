@@ -1,5 +1,7 @@
 //! Heartbeats, slow clients, connection limits, drain and shutdown, configuration.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -146,7 +148,7 @@ fn sigterm_drains_clients_with_spread_reconnect_hints_then_exits() {
     let started = Instant::now();
     edge.signal("TERM");
     // While draining: unhealthy for the load balancer, and no new sockets.
-    let (status, body) = pushfleet_tests::eventually(T, "healthz 503", || {
+    let (_, body) = pushfleet_tests::eventually(T, "healthz 503", || {
         http("GET", &edge.addr(), "/healthz").filter(|(s, _)| *s == 503)
     });
     assert!(body.contains("draining"), "{body}");
