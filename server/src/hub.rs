@@ -223,3 +223,183 @@ impl Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn message(frames: &[&str]) -> (ZmqMessage, Instant) {
+        let frames: Vec<Bytes> = frames
+            .iter()
+            .map(|f| Bytes::copy_from_slice(f.as_bytes()))
+            .collect();
+        (ZmqMessage::try_from(frames).unwrap(), Instant::now())
+    }
+
+    struct Rig {
+        hub: Hub,
+        zmq: mpsc::Receiver<ZmqControl>,
+        workers: Vec<mpsc::Receiver<ToWorker>>,
+        metrics: Arc<Metrics>,
+    }
+
+    async fn rig(workers: usize) -> Rig {
+        let metrics = Arc::new(Metrics::new("t".into(), None));
+        let (zmq_tx, zmq) = mpsc::channel(16);
+        let settings = HubSettings {
+            encoder: Encoder {
+                threshold: 64,
+                level: 1,
+            },
+            max_publish_size: 1024,
+        };
+        let mut hub = Hub::new(settings, metrics.clone(), zmq_tx);
+        let mut rxs = Vec::new();
+        for id in 0..workers {
+            let (tx, rx) = mpsc::channel(16);
+            hub.command(HubCommand::RegisterWorker { id, tx }).await;
+            rxs.push(rx);
+        }
+        Rig {
+            hub,
+            zmq,
+            workers: rxs,
+            metrics,
+        }
+    }
+
+    fn published(rx: &mut mpsc::Receiver<ToWorker>) -> Option<(bool, Arc<Published>)> {
+        match rx.try_recv().ok()? {
+            ToWorker::Publish(p) => Some((false, p)),
+            ToWorker::Snapshot(p) => Some((true, p)),
+        }
+    }
+
+    async fn interest(r: &mut Rig, worker: usize, channel: &str) {
+        r.hub
+            .command(HubCommand::Interest {
+                worker,
+                channel: channel.into(),
+            })
+            .await;
+    }
+
+    #[tokio::test]
+    async fn first_interest_subscribes_upstream_and_last_uninterest_unsubscribes() {
+        let mut r = rig(2).await;
+        interest(&mut r, 0, "a").await;
+        interest(&mut r, 1, "a").await;
+        assert!(matches!(r.zmq.try_recv(), Ok(ZmqControl::Subscribe(c)) if &*c == "a"));
+        assert!(
+            r.zmq.try_recv().is_err(),
+            "one upstream subscription per channel"
+        );
+        assert_eq!(r.metrics.channels.load(Relaxed), 1);
+        r.hub
+            .command(HubCommand::Uninterest {
+                worker: 0,
+                channel: "a".into(),
+            })
+            .await;
+        assert!(r.zmq.try_recv().is_err(), "worker 1 still holds it");
+        r.hub
+            .command(HubCommand::Uninterest {
+                worker: 1,
+                channel: "a".into(),
+            })
+            .await;
+        assert!(matches!(r.zmq.try_recv(), Ok(ZmqControl::Unsubscribe(c)) if &*c == "a"));
+        assert_eq!(r.metrics.channels.load(Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn publishes_go_only_to_interested_workers_with_growing_seq() {
+        let mut r = rig(2).await;
+        interest(&mut r, 1, "a").await;
+        r.hub.publish(message(&["a", "e", "1"]).0, Instant::now());
+        r.hub.publish(message(&["a", "e", "2"]).0, Instant::now());
+        assert!(published(&mut r.workers[0]).is_none());
+        let (snap, first) = published(&mut r.workers[1]).unwrap();
+        assert!(!snap);
+        assert_eq!(first.seq, 1);
+        let (_, second) = published(&mut r.workers[1]).unwrap();
+        assert_eq!(second.seq, 2);
+        assert_eq!(r.metrics.hub_published.load(Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn unknown_and_malformed_publishes_are_counted() {
+        let mut r = rig(1).await;
+        interest(&mut r, 0, "a").await;
+        let (m, t) = message(&["ab", "e", "1"]);
+        r.hub.publish(m, t);
+        let (m, t) = message(&["a", "e", "{"]);
+        r.hub.publish(m, t);
+        assert!(published(&mut r.workers[0]).is_none());
+        assert_eq!(r.metrics.hub_filtered.load(Relaxed), 1);
+        assert_eq!(r.metrics.ingress_dropped[5].load(Relaxed), 1, "data");
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_joins_late_gets_the_latest_as_a_snapshot() {
+        let mut r = rig(2).await;
+        interest(&mut r, 0, "a").await;
+        let (m, t) = message(&["a", "e", "1"]);
+        r.hub.publish(m, t);
+        let (m, t) = message(&["a", "e", "2"]);
+        r.hub.publish(m, t);
+        interest(&mut r, 1, "a").await;
+        let (snap, p) = published(&mut r.workers[1]).unwrap();
+        assert!(snap);
+        assert_eq!(p.seq, 2);
+    }
+
+    #[tokio::test]
+    async fn relay_sequence_numbers_are_kept_and_continued() {
+        let mut r = rig(1).await;
+        interest(&mut r, 0, "a").await;
+        let (m, t) = message(&["a", "e", "1", "100"]);
+        r.hub.publish(m, t);
+        let (m, t) = message(&["a", "e", "1"]);
+        r.hub.publish(m, t);
+        assert_eq!(published(&mut r.workers[0]).unwrap().1.seq, 100);
+        assert_eq!(published(&mut r.workers[0]).unwrap().1.seq, 101);
+    }
+
+    #[tokio::test]
+    async fn a_full_worker_queue_drops_and_counts_without_blocking() {
+        let mut r = rig(1).await;
+        interest(&mut r, 0, "a").await;
+        for _ in 0..20 {
+            let (m, t) = message(&["a", "e", "1"]);
+            r.hub.publish(m, t);
+        }
+        assert_eq!(r.metrics.worker_queue_full.load(Relaxed), 4, "queue of 16");
+    }
+
+    #[tokio::test]
+    async fn compression_happens_only_when_a_compressed_socket_exists() {
+        let mut r = rig(1).await;
+        interest(&mut r, 0, "a").await;
+        let big = format!("\"{}\"", "ab".repeat(100));
+        let (m, t) = message(&["a", "e", &big]);
+        r.hub.publish(m, t);
+        assert!(published(&mut r.workers[0])
+            .unwrap()
+            .1
+            .frames
+            .deflated
+            .is_none());
+        r.metrics.compressed_connections.store(1, Relaxed);
+        let (m, t) = message(&["a", "e", &big]);
+        r.hub.publish(m, t);
+        assert!(published(&mut r.workers[0])
+            .unwrap()
+            .1
+            .frames
+            .deflated
+            .is_some());
+        assert_eq!(r.metrics.deflated_messages.load(Relaxed), 1);
+    }
+}

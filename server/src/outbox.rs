@@ -255,3 +255,107 @@ impl Stream for OutboxStream {
         Poll::Ready(Some(Ok(frame)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::published::Encoder;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Instant;
+
+    fn msg(channel: &str, seq: u64) -> Item {
+        let encoder = Encoder {
+            threshold: 1 << 20,
+            level: 1,
+        };
+        let (p, _) = Published::new(
+            channel.into(),
+            "e",
+            "1",
+            seq,
+            Instant::now(),
+            encoder,
+            false,
+        );
+        Item::Message(Rc::new(Arc::new(p)))
+    }
+
+    fn queued(outbox: &Outbox) -> Vec<(String, u64)> {
+        outbox
+            .queue
+            .iter()
+            .filter_map(|i| match i {
+                Item::Message(p) | Item::Snapshot(p) => Some((p.channel.to_string(), p.seq)),
+                Item::Control(_) => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn drop_oldest_evicts_the_oldest_message_but_never_control_frames() {
+        let m = WorkerMetrics::default();
+        let mut o = Outbox::new(2, SlowClientPolicy::DropOldest);
+        o.push_control(Bytes::from_static(b"ack"), &m);
+        assert_eq!(o.push_message(msg("a", 1), &m), Pushed::Queued);
+        assert_eq!(o.push_message(msg("a", 2), &m), Pushed::Queued);
+        assert_eq!(o.push_message(msg("a", 3), &m), Pushed::Evicted);
+        assert_eq!(queued(&o), vec![("a".into(), 2), ("a".into(), 3)]);
+        assert_eq!(o.queue.len(), 3, "the control frame stays");
+        assert_eq!(m.dropped_slow.load(Relaxed), 1);
+        assert_eq!(m.enqueued.load(Relaxed), 3);
+    }
+
+    #[test]
+    fn conflate_replaces_the_same_channels_queued_message() {
+        let m = WorkerMetrics::default();
+        let mut o = Outbox::new(2, SlowClientPolicy::Conflate);
+        o.push_message(msg("a", 1), &m);
+        o.push_message(msg("b", 1), &m);
+        assert_eq!(o.push_message(msg("b", 2), &m), Pushed::Evicted);
+        assert_eq!(queued(&o), vec![("a".into(), 1), ("b".into(), 2)]);
+        // No queued message of channel c: the oldest goes.
+        o.push_message(msg("c", 1), &m);
+        assert_eq!(queued(&o), vec![("b".into(), 2), ("c".into(), 1)]);
+    }
+
+    #[test]
+    fn disconnect_drops_everything_and_queues_a_1008_close() {
+        let m = WorkerMetrics::default();
+        let mut o = Outbox::new(1, SlowClientPolicy::Disconnect);
+        o.push_message(msg("a", 1), &m);
+        assert_eq!(o.push_message(msg("a", 2), &m), Pushed::Disconnected);
+        assert!(!o.is_open());
+        assert_eq!(o.queue.len(), 1);
+        assert!(
+            matches!(&o.queue[0], Item::Control(f) if f[0] == 0x88 && f[2..4] == 1008u16.to_be_bytes())
+        );
+        assert_eq!(m.dropped_slow.load(Relaxed), 2);
+        assert_eq!(m.slow_disconnects.load(Relaxed), 1);
+        assert_eq!(o.push_message(msg("a", 3), &m), Pushed::Closed);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_its_replies_is_cut_off() {
+        let m = WorkerMetrics::default();
+        let mut o = Outbox::new(4, SlowClientPolicy::DropOldest);
+        for _ in 0..CONTROL_ALLOWANCE {
+            assert_eq!(o.push_control(Bytes::from_static(b"x"), &m), Pushed::Queued);
+        }
+        assert_eq!(
+            o.push_control(Bytes::from_static(b"x"), &m),
+            Pushed::Disconnected
+        );
+        assert!(!o.is_open());
+    }
+
+    #[test]
+    fn discard_counts_what_was_left() {
+        let m = WorkerMetrics::default();
+        let mut o = Outbox::new(8, SlowClientPolicy::DropOldest);
+        o.push_message(msg("a", 1), &m);
+        o.push_message(msg("a", 2), &m);
+        o.discard(&m);
+        assert_eq!(m.dropped_closed.load(Relaxed), 2);
+        assert_eq!(o.queued_messages(), 0);
+    }
+}
