@@ -22,7 +22,7 @@
 # Environment overrides (defaults in brackets):
 #   CONNECTIONS [10000]  CHANNELS [100]  DURATION [10]  GRACE [2]
 #   RATE [1000]  RATE_1K [$RATE]  START_RATE [200]  START_RATE_1K [$START_RATE]
-#   STEP_FACTOR [1.2]  MAX_LOSS [0.001]  HOLD [5]
+#   STEP_FACTOR [1.2]  MAX_LOSS [0.001]  MAX_P99_MS [1000]  HOLD [5]
 #   SERVER_CPU [0]  BENCH_CPU [1]  SERVER_ARGS [""] (extra server flags)
 #   JSON [0] (1: the load tool prints one JSON object per scenario)
 #   OUT_DIR [target/bench]  (server logs and load-tool output are kept there)
@@ -42,6 +42,7 @@ START_RATE="${START_RATE:-200}"
 START_RATE_1K="${START_RATE_1K:-$START_RATE}"
 STEP_FACTOR="${STEP_FACTOR:-1.2}"
 MAX_LOSS="${MAX_LOSS:-0.001}"
+MAX_P99_MS="${MAX_P99_MS:-1000}"
 HOLD="${HOLD:-5}"
 SERVER_CPU="${SERVER_CPU:-0}"
 BENCH_CPU="${BENCH_CPU:-1}"
@@ -198,7 +199,7 @@ load_args() { # SIZE
 }
 
 sweep_args() { # START_RATE
-    echo --start-rate "$1" --step-factor "$STEP_FACTOR" --max-loss "$MAX_LOSS"
+    echo --start-rate "$1" --step-factor "$STEP_FACTOR" --max-loss "$MAX_LOSS" --max-p99-ms "$MAX_P99_MS"
 }
 
 run_scenario() {

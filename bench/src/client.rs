@@ -166,6 +166,13 @@ impl Shared {
         })
     }
 
+    /// Compressed payloads inflated so far, and those served from the
+    /// identical-payload cache.
+    pub fn inflate_counts(&self) -> (u64, u64) {
+        let inf = self.inflater.borrow();
+        (inf.inflated, inf.cache_hits)
+    }
+
     /// Channels on which at least one probe arrived.
     pub fn probe_channels(&self) -> usize {
         self.probe_channels.get()
@@ -640,7 +647,19 @@ pub async fn open_all(
     }
     report(shared);
     if shared.failed.get() > 0 {
-        let errors = shared.errors.borrow().join("\n    ");
+        let errors = shared
+            .errors
+            .borrow()
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n    ");
+        if shared.subscribed.get() == 0 {
+            bail!(
+                "no connection got subscribed (server unreachable or subscribe refused; stopped early); first errors:\n    {errors}"
+            );
+        }
         bail!(
             "{} of {n} connections failed (server unreachable or subscribe refused); first errors:\n    {errors}",
             shared.failed.get()
@@ -811,5 +830,129 @@ mod tests {
         assert_eq!(r.compressed, 1);
         assert_eq!(r.message_bytes, msg.len() as u64);
         assert_eq!(r.hist.max(), 100);
+    }
+
+    /// A scripted server on a real socket: handshake, ack, ping, a tick
+    /// dribbled out one byte per write, a fragmented tick, a tick larger
+    /// than the read buffer, then Close.
+    #[test]
+    fn connection_end_to_end() {
+        use tokio::net::TcpListener;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let server = tokio::task::spawn_local(async move {
+                let (mut s, _) = listener.accept().await.expect("accept");
+                let mut buf = vec![0u8; 4096];
+                let mut n = 0;
+                while ws::find(&buf[..n], b"\r\n\r\n").is_none() {
+                    n += s.read(&mut buf[n..]).await.expect("read request");
+                }
+                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                assert!(req.starts_with("GET /ws HTTP/1.1\r\n"), "{req}");
+                let key = req
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                    .expect("key")
+                    .trim()
+                    .to_string();
+                let resp = format!(
+                    "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+                    ws::accept_for(&key)
+                );
+                s.write_all(resp.as_bytes()).await.expect("write resp");
+
+                // Read one masked client frame.
+                async fn client_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+                    let mut buf = Vec::new();
+                    loop {
+                        if let Some(h) = ws::parse_header(&buf).expect("client frame") {
+                            if buf.len() >= h.total_len() {
+                                let mut body = buf[h.header_len..h.total_len()].to_vec();
+                                ws::apply_mask(&mut body, h.mask.expect("client frames are masked"));
+                                return (h.opcode, body);
+                            }
+                        }
+                        let mut chunk = [0u8; 512];
+                        let n = s.read(&mut chunk).await.expect("read frame");
+                        assert!(n > 0, "client went away");
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                }
+                fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+                    let mut out = vec![first];
+                    if payload.len() < 126 {
+                        out.push(payload.len() as u8);
+                    } else {
+                        out.push(126);
+                        out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                    }
+                    out.extend_from_slice(payload);
+                    out
+                }
+                let (op, sub) = client_frame(&mut s).await;
+                assert_eq!(op, ws::OP_TEXT);
+                assert_eq!(
+                    std::str::from_utf8(&sub).expect("utf8"),
+                    r#"{"method":"subscribe","channel":"bench-3","id":1}"#
+                );
+                s.write_all(&frame(0x81, br#"{"type":"subscribed","channel":"bench-3","id":1}"#))
+                    .await
+                    .expect("ack");
+                s.write_all(&frame(0x89, b"hb")).await.expect("ping");
+                let (op, body) = client_frame(&mut s).await;
+                assert_eq!((op, &body[..]), (ws::OP_PONG, &b"hb"[..]));
+                for b in frame(0x81, &tick(13, 1)) {
+                    s.write_all(&[b]).await.expect("dribble");
+                    s.flush().await.expect("flush");
+                }
+                let t = tick(23, 1);
+                let (a, b) = t.split_at(30);
+                let mut two = frame(0x01, a);
+                two.extend_from_slice(&frame(0x80, b));
+                s.write_all(&two).await.expect("fragments");
+                let big = format!(
+                    "{{\"channel\":\"bench-3\",\"event\":\"tick\",\"data\":{{\"t\":1,\"n\":33,\"p\":\"{}\"}},\"seq\":3}}",
+                    "x".repeat(20_000)
+                )
+                .into_bytes();
+                s.write_all(&frame(0x81, &big)).await.expect("big");
+                s.write_all(&frame(0x88, &1000u16.to_be_bytes()))
+                    .await
+                    .expect("close");
+                let (op, body) = client_frame(&mut s).await;
+                assert_eq!((op, &body[..]), (ws::OP_CLOSE, &1000u16.to_be_bytes()[..]));
+            });
+
+            let sh = Shared::new(ClientConfig {
+                addr,
+                url: WsUrl::parse(&format!("ws://{addr}/ws")).expect("url"),
+                compress: false,
+                channels: 10,
+                prefix: "bench-".into(),
+                attempts: 1,
+                handshake_timeout: Duration::from_secs(5),
+            });
+            sh.round.borrow_mut().begin(0, u64::MAX);
+            let permit = Arc::new(Semaphore::new(1))
+                .acquire_owned()
+                .await
+                .expect("permit");
+            tokio::time::timeout(Duration::from_secs(10), connection(sh.clone(), 3, permit))
+                .await
+                .expect("connection ends on Close");
+            server.await.expect("server script");
+            assert_eq!(sh.subscribed.get(), 1);
+            assert_eq!(sh.failed.get(), 0);
+            assert_eq!(sh.closed.get(), 1);
+            let r = sh.round.borrow();
+            assert_eq!(r.received, 3, "errors: {:?}", sh.errors.borrow());
+            assert_eq!((r.unparsed, r.duplicates), (0, 0));
+        });
     }
 }

@@ -22,6 +22,7 @@
 //! about `size` bytes. It compresses like real market data does (mostly
 //! repeated keys, random digits), not like a run of one letter.
 
+use crate::stats::Histogram;
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use std::io::Write as _;
@@ -74,6 +75,12 @@ pub struct RunReport {
     pub elapsed: Duration,
     /// Largest backlog of due-but-unsent messages seen at a pacing tick.
     pub max_backlog: u64,
+    /// How late the oldest due message was at a pacing tick: p99 and max, ns.
+    /// Large values mean the publisher thread did not get the CPU in time
+    /// (the messages then go out in a burst, stamped when actually sent).
+    pub lag_p99_ns: u64,
+    /// See `lag_p99_ns`.
+    pub lag_max_ns: u64,
 }
 
 enum Command {
@@ -221,6 +228,7 @@ async fn run_paced(
         end_n: start_n,
         ..RunReport::default()
     };
+    let mut lag = Histogram::new();
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < total {
@@ -231,6 +239,8 @@ async fn run_paced(
         // Message k (0-based) is due at k / rate seconds.
         let due = ((elapsed.as_secs_f64() * rate).floor() as u64 + 1).min(total);
         report.max_backlog = report.max_backlog.max(due.saturating_sub(sent));
+        let oldest_due_s = sent as f64 / rate;
+        lag.record(((elapsed.as_secs_f64() - oldest_due_s).max(0.0) * 1e9) as u64);
         while sent < due {
             let n = start_n + sent;
             if socket.send(gen.tick(n)).await.is_err() {
@@ -243,6 +253,8 @@ async fn run_paced(
         }
     }
     report.elapsed = start.elapsed();
+    report.lag_p99_ns = lag.percentile(0.99);
+    report.lag_max_ns = lag.max();
     report.sent = sent;
     report.end_n = start_n + sent;
     report

@@ -95,6 +95,10 @@ pub struct RoundOutcome {
     pub unparsed: u64,
     /// Counted deliveries that arrived compressed.
     pub compressed: u64,
+    /// Compressed payloads actually inflated during the round.
+    pub inflated: u64,
+    /// Compressed payloads served from the identical-payload cache.
+    pub inflate_cache_hits: u64,
     /// Average frame size on the wire.
     pub avg_wire_bytes: f64,
     /// Average message size after inflating.
@@ -162,6 +166,10 @@ impl RoundOutcome {
             "publishes_sent": self.publish.sent,
             "achieved_publish_rate": self.publish_rate(),
             "publisher_max_backlog": self.publish.max_backlog,
+            "publisher_lag_ms": {
+                "p99": ms(self.publish.lag_p99_ns),
+                "max": ms(self.publish.lag_max_ns),
+            },
             "publish_errors": self.publish.send_errors,
             "expected_deliveries": self.expected,
             "received_deliveries": self.received,
@@ -183,6 +191,8 @@ impl RoundOutcome {
             "avg_wire_bytes": self.avg_wire_bytes,
             "avg_message_bytes": self.avg_message_bytes,
             "compressed_deliveries": self.compressed,
+            "inflated": self.inflated,
+            "inflate_cache_hits": self.inflate_cache_hits,
             "stale": self.stale,
             "snapshots": self.snapshots,
             "duplicates": self.duplicates,
@@ -340,6 +350,7 @@ impl Bench {
         let closed_before = self.shared.closed.get();
         let server0 = self.server_cpu_ticks()?;
         let self0 = procfs::cpu_ticks(Proc::SelfProc)?;
+        let inflate0 = self.shared.inflate_counts();
         let wall0 = Instant::now();
         self.shared.round.borrow_mut().begin(
             *start_n,
@@ -351,6 +362,7 @@ impl Bench {
         self.shared.round.borrow_mut().end();
         let server1 = self.server_cpu_ticks()?;
         let self1 = procfs::cpu_ticks(Proc::SelfProc)?;
+        let inflate1 = self.shared.inflate_counts();
         let cpu_window = wall0.elapsed();
         let tck = self.clk_tck as f64;
         let r = self.shared.round.borrow();
@@ -372,6 +384,8 @@ impl Bench {
             duplicates: r.duplicates,
             unparsed: r.unparsed,
             compressed: r.compressed,
+            inflated: inflate1.0 - inflate0.0,
+            inflate_cache_hits: inflate1.1 - inflate0.1,
             avg_wire_bytes: avg(r.wire_bytes),
             avg_message_bytes: avg(r.message_bytes),
             latency: r.hist.summary(),
@@ -423,12 +437,17 @@ impl Bench {
 
     fn print_round(&self, o: &RoundOutcome) {
         println!(
-            "publishes sent        {} at {:.1}/s (asked {:.1}/s, max publisher backlog {}, {} send errors)",
+            "publishes sent        {} at {:.1}/s (asked {:.1}/s; {} send errors)",
             o.publish.sent,
             o.publish_rate(),
             o.rate,
-            o.publish.max_backlog,
             o.publish.send_errors
+        );
+        println!(
+            "publisher pacing lag  p99 {:.3} ms, max {:.3} ms (backlog at most {} messages)",
+            ms(o.publish.lag_p99_ns),
+            ms(o.publish.lag_max_ns),
+            o.publish.max_backlog
         );
         println!("expected deliveries   {}", o.expected);
         println!(
@@ -446,9 +465,15 @@ impl Bench {
             ms(o.latency.mean_ns)
         );
         println!(
-            "message size          {:.1} B on the wire, {:.1} B inflated, {} of {} compressed",
+            "message size          {:.1} B on the wire (frame header included), {:.1} B of text, {} of {} compressed",
             o.avg_wire_bytes, o.avg_message_bytes, o.compressed, o.received
         );
+        if o.compressed > 0 {
+            println!(
+                "inflate               {} payloads inflated, {} identical payloads reused (byte-compared)",
+                o.inflated, o.inflate_cache_hits
+            );
+        }
         match o.server_cpu_s {
             Some(s) => println!(
                 "server CPU            {:.2} s over {:.2} s (publish + grace) -> {} µs/delivery",
