@@ -6,7 +6,8 @@
 //! - [`ingress`]: the ZeroMQ SUB socket's owner task (publishes enter here);
 //! - [`hub`]: validation, sequence numbers, latest values, encode-once, hand-off to workers;
 //! - [`worker`]: each worker thread's subscribers and its delivery, heartbeat and drain loops;
-//! - [`session`]: one connection's reader; [`outbox`]: its bounded send queue;
+//! - [`upgrade`]: the WebSocket handshake on the raw socket;
+//! - [`session`]: one connection's I/O task; [`outbox`]: its bounded send queue;
 //! - [`codec`]: RFC 6455 frames and RFC 7692 permessage-deflate;
 //! - [`http`]: routes; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
 //! - [`config`]: flags; [`state`]: what threads share; [`run`]: wiring and shutdown.
@@ -26,6 +27,7 @@ pub mod reporter;
 pub mod run;
 pub mod session;
 pub mod state;
+pub mod upgrade;
 pub mod worker;
 
 pub use config::Config;

@@ -1,4 +1,5 @@
-//! A socket's send queue and the stream that feeds its HTTP response body.
+//! A socket's send queue: what the connection task writes, with `writev`, straight
+//! from the shared frames.
 //!
 //! The queue is bounded (`--send-queue` messages) with a named full-policy
 //! ([`SlowClientPolicy`]); control frames (acks, errors, pongs, pings, close) are
@@ -8,13 +9,12 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::pin::Pin;
+use std::io::IoSlice;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use futures_core::Stream;
 
 use crate::codec::frame::{close_code, encode_close};
 use crate::config::SlowClientPolicy;
@@ -77,6 +77,9 @@ pub struct Outbox {
     policy: SlowClientPolicy,
     state: State,
     waker: Option<Waker>,
+    /// Bytes of the front frame already written.
+    written: usize,
+    fail: bool,
 }
 
 impl Outbox {
@@ -88,6 +91,8 @@ impl Outbox {
             policy,
             state: State::Open,
             waker: None,
+            written: 0,
+            fail: false,
         }
     }
 
@@ -141,7 +146,15 @@ impl Outbox {
 
     /// Removes the message at `at`, or the oldest message.
     fn evict(&mut self, at: Option<usize>, metrics: &WorkerMetrics) {
-        let at = at.or_else(|| self.queue.iter().position(|i| i.channel().is_some()));
+        // The front frame may be half written: it cannot be taken back.
+        let skip = usize::from(self.written > 0);
+        let at = at.filter(|i| *i >= skip).or_else(|| {
+            self.queue
+                .iter()
+                .skip(skip)
+                .position(|i| i.channel().is_some())
+                .map(|i| i + skip)
+        });
         if let Some(i) = at {
             self.queue.remove(i);
             self.messages -= 1;
@@ -179,12 +192,23 @@ impl Outbox {
         self.wake();
     }
 
-    /// Drops everything queued (counted as slow-client drops) and closes at once.
-    fn abort(&mut self, code: u16, reason: &str, metrics: &WorkerMetrics) {
-        bump(&metrics.dropped_slow, self.messages as u64);
-        self.queue.clear();
-        self.messages = 0;
+    /// Like [`Outbox::close`], but the connection ends once the close frame is written,
+    /// without waiting for the client's answer: for clients that failed (protocol error,
+    /// silence, too slow).
+    pub fn fail(&mut self, code: u16, reason: &str) {
+        self.fail = true;
         self.close(code, reason);
+    }
+
+    /// Drops everything queued (counted as slow-client drops) and fails the connection.
+    fn abort(&mut self, code: u16, reason: &str, metrics: &WorkerMetrics) {
+        // Keep a half-written front frame: the stream must stay well-formed.
+        let keep = usize::from(self.written > 0).min(self.queue.len());
+        let dropped: Vec<Item> = self.queue.drain(keep..).collect();
+        let dropped_messages = dropped.iter().filter(|i| i.channel().is_some()).count();
+        bump(&metrics.dropped_slow, dropped_messages as u64);
+        self.messages -= dropped_messages;
+        self.fail(code, reason);
     }
 
     /// Discards what is left when the connection is gone; counted as `closed` drops.
@@ -192,68 +216,106 @@ impl Outbox {
         bump(&metrics.dropped_closed, self.messages as u64);
         self.queue = VecDeque::new();
         self.messages = 0;
+        self.written = 0;
         self.state = State::Closing;
-        self.wake();
+        self.waker = None;
     }
 }
 
-/// The response body of one WebSocket connection: pops frames off the outbox.
-pub struct OutboxStream {
-    outbox: Rc<RefCell<Outbox>>,
-    compressed: bool,
-    metrics: Arc<WorkerMetrics>,
-}
+/// Most frames handed to one `writev` call.
+pub const MAX_WRITE_SLICES: usize = 64;
 
-impl OutboxStream {
-    pub fn new(outbox: Rc<RefCell<Outbox>>, compressed: bool, metrics: Arc<WorkerMetrics>) -> Self {
-        Self {
-            outbox,
-            compressed,
-            metrics,
+impl Item {
+    /// The bytes this item puts on the wire for a socket.
+    fn frame(&self, compressed: bool) -> &Bytes {
+        match self {
+            Item::Message(p) => p.frames.for_socket(compressed),
+            Item::Snapshot(p) => p.snapshot_frames().for_socket(compressed),
+            Item::Control(frame) => frame,
         }
     }
 }
 
-impl Stream for OutboxStream {
-    type Item = Result<Bytes, std::convert::Infallible>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut outbox = self.outbox.borrow_mut();
-        let Some(item) = outbox.queue.pop_front() else {
-            if outbox.state == State::Closing {
-                return Poll::Ready(None);
-            }
-            if !outbox
-                .waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                outbox.waker = Some(cx.waker().clone());
-            }
-            // A burst may have grown the queue; give the memory back while idle.
-            if outbox.queue.capacity() > 64 {
-                outbox.queue.shrink_to(16);
-            }
-            return Poll::Pending;
-        };
-        let metrics = &self.metrics;
-        let frame = match item {
-            Item::Control(frame) => frame,
-            Item::Message(p) => {
-                outbox.messages -= 1;
-                bump(&metrics.delivered, 1);
-                metrics.record_latency(p.received.elapsed().as_micros() as u64);
-                p.frames.for_socket(self.compressed).clone()
-            }
-            Item::Snapshot(p) => {
-                outbox.messages -= 1;
-                bump(&metrics.delivered, 1);
-                p.snapshot_frames().for_socket(self.compressed).clone()
-            }
-        };
-        bump(&metrics.bytes_out, frame.len() as u64);
-        Poll::Ready(Some(Ok(frame)))
+impl Outbox {
+    /// True when nothing is left to write.
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
     }
+
+    /// Closing and fully written: the connection can end.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Closing && self.queue.is_empty()
+    }
+
+    /// Fills `slices` with the frames to write next (the first one from where the last
+    /// partial write stopped) and returns how many it filled. The frames are the shared
+    /// bytes themselves: nothing is copied.
+    pub fn slices<'a>(&'a self, compressed: bool, slices: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (i, item) in self.queue.iter().take(slices.len()).enumerate() {
+            let frame = item.frame(compressed);
+            let from = if i == 0 { self.written } else { 0 };
+            slices[i] = IoSlice::new(&frame[from..]);
+            n += 1;
+        }
+        n
+    }
+
+    /// Accounts for `n` bytes the socket accepted: completed frames leave the queue
+    /// and count as delivered.
+    pub fn advance(&mut self, mut n: usize, compressed: bool, metrics: &WorkerMetrics) {
+        bump(&metrics.bytes_out, n as u64);
+        while n > 0 {
+            let Some(front) = self.queue.front() else {
+                break;
+            };
+            let left = front.frame(compressed).len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            match self.queue.pop_front() {
+                Some(Item::Message(p)) => {
+                    self.messages -= 1;
+                    bump(&metrics.delivered, 1);
+                    metrics.record_latency(p.received.elapsed().as_micros() as u64);
+                }
+                Some(Item::Snapshot(_)) => {
+                    self.messages -= 1;
+                    bump(&metrics.delivered, 1);
+                }
+                Some(Item::Control(_)) | None => {}
+            }
+        }
+        if self.queue.is_empty() && self.queue.capacity() > 64 {
+            // A burst grew the queue; give the memory back once it has drained.
+            self.queue.shrink_to(16);
+        }
+    }
+
+    /// Ready when there is something to write or the socket is closing.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.queue.is_empty() || self.state != State::Open {
+            return Poll::Ready(());
+        }
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Whether the connection should end as soon as the close frame is written, without
+    /// waiting for the client's close (a failed connection, RFC 6455 §7.1.7).
+    pub fn fails(&self) -> bool {
+        self.fail
+    }
+}
+
+/// Resolves when the outbox has frames to write (or is closing).
+pub fn ready(outbox: &RefCell<Outbox>) -> impl std::future::Future<Output = ()> + '_ {
+    std::future::poll_fn(move |cx| outbox.borrow_mut().poll_ready(cx))
 }
 
 #[cfg(test)]

@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::HttpService;
+use actix_service::{fn_service, map_config};
+use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use cadence::{BufferedUdpMetricSink, QueuingMetricSink, StatsdClient};
@@ -21,7 +24,7 @@ use crate::ingress::{self, CONTROL_QUEUE};
 use crate::metrics::Metrics;
 use crate::published::Encoder;
 use crate::state::Shared;
-use crate::{http, reporter};
+use crate::{http, reporter, upgrade};
 
 /// Capacity of the StatsD client's in-memory queue; when full, metrics are dropped
 /// rather than slowing the edge.
@@ -105,19 +108,26 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
     actix_web::rt::System::new().block_on(async move {
         let data = web::Data::new(shared.clone());
         let public_data = data.clone();
-        let public_server = HttpServer::new(move || {
-            App::new()
-                .app_data(public_data.clone())
-                .configure(http::public_routes)
-        })
-        .workers(workers)
-        .backlog(4096)
-        // Our own limit answers 503 with a reason; Actix's only has to stay above it.
-        .max_connections(max_connections.div_ceil(workers) + 1024)
-        .max_connection_rate(4096)
-        .disable_signals()
-        .listen(public)?
-        .run();
+        let upgrade_shared = shared.clone();
+        let public_server = actix_server::Server::build()
+            .workers(workers)
+            .backlog(4096)
+            // Our own limit answers 503 with a reason; Actix's only has to stay above it.
+            .max_concurrent_connections(max_connections.div_ceil(workers) + 1024)
+            .disable_signals()
+            .listen("pushfleet-public", public, move || {
+                let shared = upgrade_shared.clone();
+                let app = App::new()
+                    .app_data(public_data.clone())
+                    .configure(http::public_routes);
+                HttpService::build()
+                    // Realtime: a message goes out now, not when Nagle has gathered enough.
+                    .tcp_nodelay(true)
+                    .upgrade(fn_service(move |req| upgrade::handle(shared.clone(), req)))
+                    .finish(map_config(app, |_| AppConfig::default()))
+                    .tcp()
+            })?
+            .run();
         let admin_server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())

@@ -1,39 +1,39 @@
-//! One WebSocket connection: its send queue, its subscriptions, and the task that
-//! reads and answers its frames.
+//! One WebSocket connection after the upgrade: a single task that owns the socket,
+//! writes the outbox with `writev` straight from the shared frames, and reads,
+//! decodes and answers the client's frames. An idle connection holds no buffer.
 
 use std::cell::{Cell, RefCell};
+use std::io::{ErrorKind, IoSlice};
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::web::Payload;
 use bytes::{Bytes, BytesMut};
-use futures_core::Stream;
 use pushfleet_protocol::client::{parse_request, Method};
 use pushfleet_protocol::{ErrorCode, RequestError};
-use tokio::sync::Notify;
+use tokio::net::TcpStream;
 use tracing::debug;
 
 use crate::codec::frame::{close_code, encode_frame, Decoder, DecoderConfig, Message, OpCode};
 use crate::config::SlowClientPolicy;
 use crate::metrics::WorkerMetrics;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{self, Outbox, MAX_WRITE_SLICES};
 use crate::worker::Worker;
 
 /// After the edge sends a close frame, how long it waits for the client's close
 /// before dropping the connection.
-const CLOSE_GRACE: Duration = Duration::from_secs(3);
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Read granularity. Client traffic is small requests and pongs.
+const READ_CHUNK: usize = 4096;
 
 pub struct Session {
     pub id: u64,
     /// permessage-deflate was negotiated.
     pub compressed: bool,
-    pub outbox: Rc<RefCell<Outbox>>,
+    pub outbox: RefCell<Outbox>,
     subscriptions: RefCell<Vec<Arc<str>>>,
     last_seen: Cell<Instant>,
-    /// Wakes the reader when the edge decides to close (slow client, drain, timeout).
-    closing: Notify,
 }
 
 impl Session {
@@ -41,10 +41,9 @@ impl Session {
         Self {
             id,
             compressed,
-            outbox: Rc::new(RefCell::new(Outbox::new(send_queue, policy))),
+            outbox: RefCell::new(Outbox::new(send_queue, policy)),
             subscriptions: RefCell::new(Vec::new()),
             last_seen: Cell::new(Instant::now()),
-            closing: Notify::new(),
         }
     }
 
@@ -76,9 +75,7 @@ impl Session {
 
     /// Queues a frame for this socket only.
     pub fn send_control(&self, frame: Bytes, metrics: &WorkerMetrics) {
-        if self.outbox.borrow_mut().push_control(frame, metrics) == Pushed::Disconnected {
-            self.wake_reader();
-        }
+        self.outbox.borrow_mut().push_control(frame, metrics);
     }
 
     /// Queues a JSON reply as a text frame (uncompressed: replies are tiny).
@@ -89,24 +86,76 @@ impl Session {
     /// Starts the closing handshake from the edge's side.
     pub fn close(&self, code: u16, reason: &str) {
         self.outbox.borrow_mut().close(code, reason);
-        self.wake_reader();
     }
 
-    pub fn wake_reader(&self) {
-        self.closing.notify_one();
+    /// Closes without waiting for the client's answer (it failed or went silent).
+    pub fn fail(&self, code: u16, reason: &str) {
+        self.outbox.borrow_mut().fail(code, reason);
     }
 }
 
-/// Reads the client's frames until the connection ends, then unregisters the session.
-pub async fn serve(worker: Rc<Worker>, session: Rc<Session>, mut payload: Payload) {
+/// What writing the outbox achieved.
+enum Flush {
+    /// Everything queued was written.
+    Done,
+    /// The socket's send buffer is full.
+    Blocked,
+}
+
+fn flush(stream: &TcpStream, session: &Session, metrics: &WorkerMetrics) -> std::io::Result<Flush> {
+    loop {
+        let mut outbox = session.outbox.borrow_mut();
+        if outbox.is_empty() {
+            return Ok(Flush::Done);
+        }
+        let mut slices = [IoSlice::new(&[]); MAX_WRITE_SLICES];
+        let n = outbox.slices(session.compressed, &mut slices);
+        // One frame (the common case): send(2) is cheaper than writev(2), which goes
+        // through the VFS layer.
+        let result = if n == 1 {
+            stream.try_write(&slices[0])
+        } else {
+            stream.try_write_vectored(&slices[..n])
+        };
+        match result {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(written) => outbox.advance(written, session.compressed, metrics),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Flush::Blocked),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Serves the connection until it ends, then unregisters the session. `buf` holds any
+/// bytes the client sent right behind its handshake.
+pub async fn serve(worker: Rc<Worker>, session: Rc<Session>, stream: TcpStream, mut buf: BytesMut) {
     let config = &worker.shared.config;
     let mut decoder = Decoder::new(DecoderConfig {
         max_message_size: config.max_message_size,
         deflate: session.compressed,
     });
-    let mut buf = BytesMut::new();
     let mut deadline: Option<tokio::time::Instant> = None;
-    loop {
+    let mut client_closed = false;
+    if !buf.is_empty() {
+        client_closed = !handle_input(&worker, &session, &mut decoder, &mut buf).await;
+    }
+    let end = loop {
+        let blocked = match flush(&stream, &session, &worker.metrics) {
+            Ok(Flush::Done) => false,
+            Ok(Flush::Blocked) => true,
+            Err(e) => break format!("write failed: {e}"),
+        };
+        let (closing, finished, fails) = {
+            let o = session.outbox.borrow();
+            (!o.is_open(), o.is_finished(), o.fails())
+        };
+        if closing {
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
+        }
+        if finished && (fails || client_closed) {
+            break "closed".into();
+        }
         let grace = async {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
@@ -114,38 +163,44 @@ pub async fn serve(worker: Rc<Worker>, session: Rc<Session>, mut payload: Payloa
             }
         };
         tokio::select! {
-            chunk = next_chunk(&mut payload) => match chunk {
-                Some(bytes) => {
-                    session.last_seen.set(Instant::now());
-                    buf.extend_from_slice(&bytes);
-                    if !drain_frames(&worker, &session, &mut decoder, &mut buf).await {
-                        deadline.get_or_insert_with(|| tokio::time::Instant::now() + CLOSE_GRACE);
-                    }
-                    if buf.is_empty() && buf.capacity() > 4096 {
-                        buf = BytesMut::new();
-                    }
+            biased;
+            readable = stream.readable() => {
+                if let Err(e) = readable {
+                    break format!("read failed: {e}");
                 }
-                None => break,
-            },
-            _ = session.closing.notified(), if deadline.is_none() => {
-                deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                buf.reserve(READ_CHUNK);
+                match stream.try_read_buf(&mut buf) {
+                    Ok(0) => break "client closed the connection".into(),
+                    Ok(_) => {
+                        session.last_seen.set(Instant::now());
+                        if !handle_input(&worker, &session, &mut decoder, &mut buf).await {
+                            client_closed = true;
+                        }
+                        if buf.is_empty() {
+                            // Idle connections hold no read buffer.
+                            buf = BytesMut::new();
+                        }
+                    }
+                    Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
+                    Err(e) => break format!("read failed: {e}"),
+                }
             }
-            _ = grace => break,
+            writable = stream.writable(), if blocked => {
+                if let Err(e) = writable {
+                    break format!("write failed: {e}");
+                }
+            }
+            _ = outbox::ready(&session.outbox), if !blocked && !finished => {}
+            _ = grace => break "close timeout".into(),
         }
-    }
+    };
     worker.close_session(&session);
-    debug!(worker = worker.id, session = session.id, "session ended");
+    debug!(worker = worker.id, session = session.id, reason = %end, "session ended");
 }
 
-async fn next_chunk(payload: &mut Payload) -> Option<Bytes> {
-    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *payload).poll_next(cx))
-        .await
-        .and_then(Result::ok)
-}
-
-/// Decodes and handles every complete frame in `buf`. Returns false once the
-/// connection is closing (protocol error or the client's close).
-async fn drain_frames(
+/// Decodes and handles every complete frame in `buf`. Returns false once the client
+/// has sent its close frame (or broke the protocol): nothing more will be read.
+async fn handle_input(
     worker: &Rc<Worker>,
     session: &Rc<Session>,
     decoder: &mut Decoder,
@@ -153,28 +208,27 @@ async fn drain_frames(
 ) -> bool {
     let metrics = &worker.metrics;
     loop {
-        if !session.outbox.borrow().is_open() {
-            // We already sent our close; only the client's close (or EOF) matters now.
-            match decoder.decode(buf) {
-                Ok(Some(Message::Close(_))) | Err(_) => {
-                    buf.clear();
-                    return false;
-                }
-                Ok(Some(_)) => continue,
-                Ok(None) => return false,
-            }
-        }
         let message = match decoder.decode(buf) {
             Ok(Some(m)) => m,
             Ok(None) => return true,
             Err(e) => {
-                worker.shared.metrics.protocol_closes.fetch_add(1, Relaxed);
-                debug!(session = session.id, error = %e, "protocol error; closing");
                 buf.clear();
-                session.close(e.code, e.reason);
+                if session.outbox.borrow().is_open() {
+                    worker.shared.metrics.protocol_closes.fetch_add(1, Relaxed);
+                    debug!(session = session.id, error = %e, "protocol error; closing");
+                    session.fail(e.code, e.reason);
+                }
                 return false;
             }
         };
+        if !session.outbox.borrow().is_open() {
+            // We already sent our close: only the client's close matters now.
+            if matches!(message, Message::Close(_)) {
+                buf.clear();
+                return false;
+            }
+            continue;
+        }
         match message {
             Message::Text(text) => {
                 // The decoder has validated UTF-8.
@@ -199,6 +253,7 @@ async fn drain_frames(
             Message::Close(code) => {
                 let echo = code.map_or(close_code::NORMAL, |(c, _)| c);
                 session.close(echo, "");
+                buf.clear();
                 return false;
             }
         }

@@ -20,7 +20,7 @@ use tracing::{debug, info};
 use crate::codec::frame::{close_code, encode_frame, OpCode};
 use crate::hub::{HubCommand, ToWorker, WORKER_QUEUE};
 use crate::metrics::WorkerMetrics;
-use crate::outbox::{Item, LocalMessage, Pushed};
+use crate::outbox::{Item, LocalMessage};
 use crate::published::Published;
 use crate::session::Session;
 use crate::state::Shared;
@@ -218,13 +218,10 @@ impl Worker {
     }
 
     fn push_message(&self, session: &Rc<Session>, item: Item) {
-        let pushed = session
+        session
             .outbox
             .borrow_mut()
             .push_message(item, &self.metrics);
-        if pushed == Pushed::Disconnected {
-            session.wake_reader();
-        }
     }
 
     fn deliver(&self, published: Arc<Published>) {
@@ -294,7 +291,7 @@ impl Worker {
                 }
                 if now.duration_since(session.last_seen()) > config.heartbeat_timeout {
                     self.shared.metrics.heartbeat_timeouts.fetch_add(1, Relaxed);
-                    session.close(close_code::GOING_AWAY, "heartbeat timeout");
+                    session.fail(close_code::GOING_AWAY, "heartbeat timeout");
                 } else {
                     session.send_control(ping.clone(), &self.metrics);
                 }

@@ -269,6 +269,30 @@ fn bad_handshakes_get_http_errors() {
     let (status, body) = http("GET", &f.edge.addr(), "/nope").unwrap();
     assert_eq!(status, 404);
     assert!(body.contains("not_found"));
+    // Upgrades are checked on the raw socket: wrong path, wrong version.
+    let upgrade = |path: &str, version: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(f.edge.addr()).unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    let wrong_path = upgrade("/socket", "13");
+    assert!(wrong_path.starts_with("HTTP/1.1 404"), "{wrong_path}");
+    assert!(wrong_path.contains("not_found"));
+    let wrong_version = upgrade("/ws", "8");
+    assert!(wrong_version.starts_with("HTTP/1.1 426"), "{wrong_version}");
+    assert!(wrong_version
+        .to_ascii_lowercase()
+        .contains("sec-websocket-version: 13"));
+    assert_eq!(f.edge.stats()["handshake_failures"], 1);
     // Admin calls never live on the public port.
     let (status, _) = http("POST", &f.edge.addr(), "/drain").unwrap();
     assert_eq!(status, 404);

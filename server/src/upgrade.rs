@@ -1,0 +1,130 @@
+//! The WebSocket upgrade, on the raw socket. Actix parses the HTTP request and hands
+//! every `Upgrade: websocket` request here together with the socket itself, so the
+//! edge owns the connection from the first byte after the handshake: no HTTP
+//! dispatcher, no per-connection 8 KiB buffers, frames written straight from the
+//! shared bytes.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use actix_codec::Framed;
+use actix_http::ws::{hash_key, verify_handshake, HandshakeError};
+use actix_http::{h1, HttpMessage as _, Request};
+use actix_web::http::header;
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::codec::extension::negotiate_permessage_deflate;
+use crate::session;
+use crate::state::Shared;
+use crate::worker::Worker;
+
+/// The only path that upgrades.
+pub const WS_PATH: &str = "/ws";
+
+/// Handles one upgrade request to the end of its connection.
+pub async fn handle(
+    shared: Arc<Shared>,
+    (request, framed): (Request, Framed<TcpStream, h1::Codec>),
+) -> Result<(), Infallible> {
+    let parts = framed.into_parts();
+    let mut stream = parts.io;
+    // Bytes the client sent behind its handshake, copied so Actix's 8 KiB read and
+    // write buffers are freed now rather than held for the life of the connection.
+    let leftover = bytes::BytesMut::from(&parts.read_buf[..]);
+    drop(parts.read_buf);
+    drop(parts.write_buf);
+    let metrics = &shared.metrics;
+
+    let refusal = if request.path() != WS_PATH {
+        Some((
+            404,
+            "Not Found",
+            "not_found",
+            format!("no WebSocket endpoint at {}", request.path()),
+        ))
+    } else if let Err(e) = verify_handshake(request.head()) {
+        metrics.handshake_failures.fetch_add(1, Relaxed);
+        let (status, reason) = match e {
+            HandshakeError::GetMethodRequired => (405, "Method Not Allowed"),
+            HandshakeError::UnsupportedVersion => (426, "Upgrade Required"),
+            _ => (400, "Bad Request"),
+        };
+        Some((status, reason, "bad_handshake", e.to_string()))
+    } else if shared.drain.is_draining() {
+        metrics.connections_refused.fetch_add(1, Relaxed);
+        Some((
+            503,
+            "Service Unavailable",
+            "draining",
+            "this edge is draining; connect to another".into(),
+        ))
+    } else if metrics.connections.load(Relaxed) >= shared.config.max_connections as i64 {
+        metrics.connections_refused.fetch_add(1, Relaxed);
+        Some((
+            503,
+            "Service Unavailable",
+            "over_capacity",
+            "this edge holds its maximum number of connections".into(),
+        ))
+    } else {
+        None
+    };
+    if let Some((status, reason, code, message)) = refusal {
+        let body = json!({ "error": code, "message": message }).to_string();
+        let version = if status == 426 {
+            "Sec-WebSocket-Version: 13\r\n"
+        } else {
+            ""
+        };
+        let response = format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+             {version}connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+        return Ok(());
+    }
+
+    // verify_handshake checked that the key is present.
+    let key = request
+        .headers()
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| hash_key(k.as_bytes()))
+        .unwrap_or_default();
+    let agreed = if shared.config.no_compression {
+        None
+    } else {
+        negotiate_permessage_deflate(
+            request
+                .headers()
+                .get_all(header::SEC_WEBSOCKET_EXTENSIONS)
+                .filter_map(|v| v.to_str().ok()),
+        )
+    };
+    drop(request);
+    let mut response = String::with_capacity(256);
+    response.push_str(
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n",
+    );
+    response.push_str("sec-websocket-accept: ");
+    response.push_str(std::str::from_utf8(&key).unwrap_or_default());
+    response.push_str("\r\n");
+    if let Some(agreed) = &agreed {
+        response.push_str("sec-websocket-extensions: ");
+        response.push_str(&agreed.response_header);
+        response.push_str("\r\n");
+    }
+    response.push_str("\r\n");
+    if stream.write_all(response.as_bytes()).await.is_err() {
+        metrics.handshake_failures.fetch_add(1, Relaxed);
+        return Ok(());
+    }
+    let worker = Worker::current(&shared);
+    let session = worker.open_session(agreed.is_some());
+    session::serve(worker, session, stream, leftover).await;
+    Ok(())
+}
