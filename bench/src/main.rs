@@ -9,12 +9,15 @@
 //! * `fanout`: one measured round at `--rate` publishes/s.
 //! * `sweep`: rising rates until loss or latency break, then half that rate.
 //! * `idle`: N subscribed, silent connections; server RSS per connection.
+//! * `baseline-server`: a minimal fan-out server (see [`baseline`]) to run
+//!   the other subcommands against, as a reference for the machine's ceiling.
 //!
 //! The reader side runs on one thread (a `current_thread` tokio runtime with
 //! a `LocalSet`), the publisher on a second thread with its own runtime, so
 //! the tool fits the one core it is meant to be pinned to. See `bench/run.sh`
 //! for the full recipe (server on core 0, tool on core 1).
 
+mod baseline;
 mod client;
 mod procfs;
 mod publisher;
@@ -47,6 +50,19 @@ enum Cmd {
     Sweep(SweepArgs),
     /// N idle subscribed connections; prints the server's RSS per connection.
     Idle(IdleArgs),
+    /// A minimal single-threaded fan-out server (frames each message once),
+    /// a reference point for what one core can do; not a product.
+    BaselineServer(BaselineArgs),
+}
+
+#[derive(Args, Debug)]
+struct BaselineArgs {
+    /// Address to serve `/healthz` and the `/ws` WebSocket endpoint on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// ZeroMQ PUB endpoint to connect the SUB socket to (retried until up).
+    #[arg(long, default_value = "tcp://127.0.0.1:5556")]
+    zmq_connect: String,
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +209,7 @@ async fn run(cli: Cli) -> Result<()> {
             scenario::sweep(a.conn.opts(), a.load.opts()?, opts).await
         }
         Cmd::Idle(a) => scenario::idle(a.conn.opts(), secs("hold", a.hold)?).await,
+        Cmd::BaselineServer(a) => baseline::run(&a.listen, &a.zmq_connect).await,
     }
 }
 
@@ -290,6 +307,18 @@ mod tests {
         ])
         .expect("parses");
         assert!(matches!(cli.cmd, Cmd::Idle(ref i) if i.hold == 0.5));
+        let cli = Cli::try_parse_from([
+            "pushfleet-bench",
+            "baseline-server",
+            "--listen",
+            "127.0.0.1:9000",
+            "--zmq-connect",
+            "tcp://127.0.0.1:9001",
+        ])
+        .expect("parses");
+        assert!(
+            matches!(cli.cmd, Cmd::BaselineServer(ref b) if b.listen == "127.0.0.1:9000" && b.zmq_connect == "tcp://127.0.0.1:9001")
+        );
         assert!(secs("x", -1.0).is_err());
     }
 }

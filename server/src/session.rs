@@ -138,7 +138,7 @@ pub async fn serve(worker: Rc<Worker>, session: Rc<Session>, stream: TcpStream, 
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut client_closed = false;
     if !buf.is_empty() {
-        client_closed = !handle_input(&worker, &session, &mut decoder, &mut buf).await;
+        client_closed = !Box::pin(handle_input(&worker, &session, &mut decoder, &mut buf)).await;
     }
     let end = loop {
         let blocked = match flush(&stream, &session, &worker.metrics) {
@@ -168,12 +168,13 @@ pub async fn serve(worker: Rc<Worker>, session: Rc<Session>, stream: TcpStream, 
                 if let Err(e) = readable {
                     break format!("read failed: {e}");
                 }
-                buf.reserve(READ_CHUNK);
-                match stream.try_read_buf(&mut buf) {
+                match read_some(&stream, &mut buf) {
                     Ok(0) => break "client closed the connection".into(),
                     Ok(_) => {
                         session.last_seen.set(Instant::now());
-                        if !handle_input(&worker, &session, &mut decoder, &mut buf).await {
+                        // Boxed: requests are rare, and an idle connection's task should
+                        // not carry the space of the request path's futures.
+                        if !Box::pin(handle_input(&worker, &session, &mut decoder, &mut buf)).await {
                             client_closed = true;
                         }
                         if buf.is_empty() {
@@ -196,6 +197,15 @@ pub async fn serve(worker: Rc<Worker>, session: Rc<Session>, stream: TcpStream, 
     };
     worker.close_session(&session);
     debug!(worker = worker.id, session = session.id, reason = %end, "session ended");
+}
+
+/// Reads what the socket has into `buf`, through a stack buffer so that `buf` only
+/// ever holds bytes that await decoding (idle connections keep no allocation).
+fn read_some(stream: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let mut chunk = [0u8; READ_CHUNK];
+    let n = stream.try_read(&mut chunk)?;
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(n)
 }
 
 /// Decodes and handles every complete frame in `buf`. Returns false once the client

@@ -12,6 +12,7 @@ use actix_codec::Framed;
 use actix_http::ws::{hash_key, verify_handshake, HandshakeError};
 use actix_http::{h1, HttpMessage as _, Request};
 use actix_web::http::header;
+use bytes::BytesMut;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -29,11 +30,29 @@ pub async fn handle(
     shared: Arc<Shared>,
     (request, framed): (Request, Framed<TcpStream, h1::Codec>),
 ) -> Result<(), Infallible> {
+    // The handshake's state (request, codec, response) is boxed and freed once it is
+    // done, so each connection's long-lived task stays small (RSS per idle socket).
+    let Some((stream, leftover, compressed)) = Box::pin(handshake(&shared, request, framed)).await
+    else {
+        return Ok(());
+    };
+    let worker = Worker::current(&shared);
+    let session = worker.open_session(compressed);
+    session::serve(worker, session, stream, leftover).await;
+    Ok(())
+}
+
+/// Answers the upgrade: 101 with the agreed extensions, or an HTTP error (and `None`).
+async fn handshake(
+    shared: &Shared,
+    request: Request,
+    framed: Framed<TcpStream, h1::Codec>,
+) -> Option<(TcpStream, BytesMut, bool)> {
     let parts = framed.into_parts();
     let mut stream = parts.io;
     // Bytes the client sent behind its handshake, copied so Actix's 8 KiB read and
     // write buffers are freed now rather than held for the life of the connection.
-    let leftover = bytes::BytesMut::from(&parts.read_buf[..]);
+    let leftover = BytesMut::from(&parts.read_buf[..]);
     drop(parts.read_buf);
     drop(parts.write_buf);
     let metrics = &shared.metrics;
@@ -86,7 +105,7 @@ pub async fn handle(
         );
         let _ = stream.write_all(response.as_bytes()).await;
         let _ = stream.shutdown().await;
-        return Ok(());
+        return None;
     }
 
     // verify_handshake checked that the key is present.
@@ -121,10 +140,7 @@ pub async fn handle(
     response.push_str("\r\n");
     if stream.write_all(response.as_bytes()).await.is_err() {
         metrics.handshake_failures.fetch_add(1, Relaxed);
-        return Ok(());
+        return None;
     }
-    let worker = Worker::current(&shared);
-    let session = worker.open_session(agreed.is_some());
-    session::serve(worker, session, stream, leftover).await;
-    Ok(())
+    Some((stream, leftover, agreed.is_some()))
 }
