@@ -19,7 +19,14 @@
 # on free loopback ports, waits for /healthz, runs the load tool pinned to core
 # $BENCH_CPU, and stops the server again (SIGTERM, then SIGKILL after 5 s).
 #
+# SERVER=baseline runs the same scenarios against `pushfleet-bench
+# baseline-server` instead (a minimal one-core fan-out server, the machine's
+# own ceiling; pinned and started the same way, uncompressed scenarios only).
+# Its outputs are named baseline-SCENARIO.out and server-baseline-SCENARIO.log.
+#
 # Environment overrides (defaults in brackets):
+#   SERVER [pushfleet] (pushfleet | baseline)
+#   SERVER_BIN [target/release/pushfleet-server]
 #   CONNECTIONS [10000]  CHANNELS [100]  DURATION [10]  GRACE [2]
 #   RATE [1000]  RATE_1K [$RATE]  START_RATE [200]  START_RATE_1K [$START_RATE]
 #   STEP_FACTOR [1.2]  MAX_LOSS [0.001]  MAX_P99_MS [1000]  HOLD [5]
@@ -50,8 +57,9 @@ SERVER_ARGS="${SERVER_ARGS:-}"
 JSON="${JSON:-0}"
 OUT_DIR="${OUT_DIR:-$ROOT/target/bench}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+SERVER="${SERVER:-pushfleet}"
 
-SERVER_BIN="$ROOT/target/release/pushfleet-server"
+SERVER_BIN="${SERVER_BIN:-$ROOT/target/release/pushfleet-server}"
 BENCH_BIN="$ROOT/target/release/pushfleet-bench"
 ALL_SCENARIOS=(idle idle-compressed fanout-100b sweep-100b fanout-1k fanout-1k-compressed sweep-1k sweep-1k-compressed)
 
@@ -59,6 +67,12 @@ usage() {
     awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
     exit 2
 }
+
+case "$SERVER" in
+    pushfleet) LABEL="" ;;
+    baseline) LABEL="baseline-" ;;
+    *) echo "run.sh: SERVER must be pushfleet or baseline, not '$SERVER'" >&2; exit 2 ;;
+esac
 
 [ "$#" -ge 1 ] || usage
 SCENARIOS=()
@@ -74,14 +88,29 @@ done
 
 log() { echo "run.sh: $*" >&2; }
 
+if [ "$SERVER" = baseline ]; then
+    for s in "${SCENARIOS[@]}"; do
+        case "$s" in
+            *-compressed) log "$s: the baseline server does not compress; uncompressed scenarios only"; exit 2 ;;
+        esac
+    done
+fi
+
 # Prints a command line the way it will run, then runs it.
 show() { printf '+'; printf ' %q' "$@"; printf '\n'; }
 
 if [ "$SKIP_BUILD" != 1 ]; then
-    show cargo build --release -p pushfleet-server -p pushfleet-bench
-    cargo build --release -p pushfleet-server -p pushfleet-bench
+    if [ "$SERVER" = baseline ]; then
+        build=(cargo build --release -p pushfleet-bench)
+    else
+        build=(cargo build --release -p pushfleet-server -p pushfleet-bench)
+    fi
+    show "${build[@]}"
+    "${build[@]}"
 fi
-[ -x "$SERVER_BIN" ] || { log "missing $SERVER_BIN"; exit 1; }
+if [ "$SERVER" = pushfleet ]; then
+    [ -x "$SERVER_BIN" ] || { log "missing $SERVER_BIN"; exit 1; }
+fi
 [ -x "$BENCH_BIN" ] || { log "missing $BENCH_BIN"; exit 1; }
 
 # Each side needs one descriptor per connection plus slack.
@@ -152,19 +181,24 @@ start_server() {
     PORT="$(free_port)"
     APORT="$(free_port)"
     ZPORT="$(free_port)"
-    SERVER_LOG="$OUT_DIR/server-$name.log"
+    SERVER_LOG="$OUT_DIR/server-$LABEL$name.log"
     # SERVER_ARGS is split on purpose (extra flags).
     # shellcheck disable=SC2206
     local cmd=(taskset -c "$SERVER_CPU" "$SERVER_BIN"
         --listen "127.0.0.1:$PORT" --admin-listen "127.0.0.1:$APORT"
         --zmq-connect "tcp://127.0.0.1:$ZPORT" --workers 1 $SERVER_ARGS)
+    if [ "$SERVER" = baseline ]; then
+        # shellcheck disable=SC2206
+        cmd=(taskset -c "$SERVER_CPU" "$BENCH_BIN" baseline-server
+            --listen "127.0.0.1:$PORT" --zmq-connect "tcp://127.0.0.1:$ZPORT" $SERVER_ARGS)
+    fi
     show "${cmd[@]}"
     # taskset execs the server, so $! is the server's PID.
     "${cmd[@]}" >"$SERVER_LOG" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 300); do
         if curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$PORT/healthz" 2>/dev/null; then
-            log "server up (pid $SERVER_PID, ws port $PORT, admin port $APORT, zmq port $ZPORT, log $SERVER_LOG)"
+            log "$SERVER server up (pid $SERVER_PID, ws port $PORT, admin port $APORT, zmq port $ZPORT, log $SERVER_LOG)"
             return 0
         fi
         if ! kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -191,7 +225,7 @@ run_bench() {
         cmd+=(--json)
     fi
     show "${cmd[@]}"
-    "${cmd[@]}" | tee "$OUT_DIR/$name.out"
+    "${cmd[@]}" | tee "$OUT_DIR/$LABEL$name.out"
 }
 
 load_args() { # SIZE
@@ -205,7 +239,7 @@ sweep_args() { # START_RATE
 run_scenario() {
     local name="$1"
     echo
-    echo "=== $name ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) cores) ==="
+    echo "=== $LABEL$name ($SERVER server, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) cores) ==="
     start_server "$name"
     # Word splitting of the helper output is intended (no spaces inside).
     # shellcheck disable=SC2046

@@ -167,7 +167,7 @@ fn parse_request(text: &[u8]) -> Request<'_> {
         .filter(|c| !c.is_empty() && !c.contains(&b'\\'))
         .and_then(|c| std::str::from_utf8(c).ok());
     let Some(channel) = channel else {
-        return Request::Invalid("subscribe needs a plain \"channel\" string");
+        return Request::Invalid("subscribe needs a plain channel name");
     };
     let id = value_after(text, "id").map(|v| {
         let end = v.iter().position(|&b| b == b',' || b == b'}');

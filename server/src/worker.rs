@@ -59,11 +59,14 @@ impl Worker {
             sessions: RefCell::new(HashMap::new()),
             next_session: Cell::new(1),
         });
+        // Registered before this worker can send any interest (same queue, in order).
         let register = HubCommand::RegisterWorker { id: worker.id, tx };
-        let hub = shared.hub.clone();
-        actix_web::rt::spawn(async move {
-            let _ = hub.send(register).await;
-        });
+        if let Err(mpsc::error::TrySendError::Full(register)) = shared.hub.try_send(register) {
+            let hub = shared.hub.clone();
+            actix_web::rt::spawn(async move {
+                let _ = hub.send(register).await;
+            });
+        }
         actix_web::rt::spawn(worker.clone().dispatch_loop(rx));
         actix_web::rt::spawn(worker.clone().heartbeat_loop());
         actix_web::rt::spawn(worker.clone().drain_loop());
