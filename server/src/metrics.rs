@@ -52,9 +52,9 @@ pub const CLIENT_ERRORS: [ErrorCode; 9] = [
 pub struct WorkerMetrics {
     /// Messages put on a socket's send queue.
     pub enqueued: AtomicU64,
-    /// Messages handed to the socket writer.
+    /// Messages fully written to their socket.
     pub delivered: AtomicU64,
-    /// Frame bytes handed to socket writers (messages and control frames).
+    /// Bytes written to sockets (messages and control frames).
     pub bytes_out: AtomicU64,
     /// Messages evicted by the slow-client policy (drop-oldest, conflate) or dropped
     /// when a slow client was disconnected.
@@ -63,7 +63,7 @@ pub struct WorkerMetrics {
     pub dropped_closed: AtomicU64,
     /// Connections closed by the `disconnect` slow-client policy.
     pub slow_disconnects: AtomicU64,
-    /// Edge ingress → handed to the socket writer, in µs.
+    /// Edge ingress → last byte accepted by the socket, in µs.
     pub latency: Histogram,
     /// Where sampled latency timers go, if StatsD is configured.
     pub statsd: Option<Arc<StatsdClient>>,
