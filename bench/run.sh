@@ -34,6 +34,7 @@
 #   JSON [0] (1: the load tool prints one JSON object per scenario)
 #   OUT_DIR [target/bench]  (server logs and load-tool output are kept there)
 #   SKIP_BUILD [0]
+#   PUBLISHER_FIFO [1] (1: the load tool's publisher thread runs SCHED_FIFO, see below)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,6 +58,7 @@ SERVER_ARGS="${SERVER_ARGS:-}"
 JSON="${JSON:-0}"
 OUT_DIR="${OUT_DIR:-$ROOT/target/bench}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+PUBLISHER_FIFO="${PUBLISHER_FIFO:-1}"
 SERVER="${SERVER:-pushfleet}"
 
 SERVER_BIN="${SERVER_BIN:-$ROOT/target/release/pushfleet-server}"
@@ -225,7 +227,29 @@ run_bench() {
         cmd+=(--json)
     fi
     show "${cmd[@]}"
-    "${cmd[@]}" | tee "$OUT_DIR/$LABEL$name.out"
+    "${cmd[@]}" > >(tee "$OUT_DIR/$LABEL$name.out") &
+    local bench_pid=$!
+    if [ "$PUBLISHER_FIFO" = 1 ]; then
+        publisher_realtime "$bench_pid"
+    fi
+    wait "$bench_pid"
+}
+
+# The load tool's publisher thread shares its core with the readers; left to the
+# normal scheduler it falls behind while they work and then publishes in bursts,
+# which shows up as server latency. SCHED_FIFO lets it keep time (it needs ~1% CPU).
+publisher_realtime() { # PID
+    local t
+    for _ in $(seq 1200); do
+        for t in /proc/"$1"/task/*; do
+            if [ "$(cat "$t/comm" 2>/dev/null)" = publisher ]; then
+                chrt -f -p 10 "${t##*/}" && log "publisher thread ${t##*/} runs SCHED_FIFO 10"
+                return 0
+            fi
+        done
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.05
+    done
 }
 
 load_args() { # SIZE

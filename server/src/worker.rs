@@ -25,6 +25,9 @@ use crate::published::Published;
 use crate::session::Session;
 use crate::state::Shared;
 
+/// How many slices the heartbeat interval is cut into (see `heartbeat_loop`).
+pub const HEARTBEAT_SLICES: u64 = 64;
+
 thread_local! {
     static CURRENT: RefCell<Option<Rc<Worker>>> = const { RefCell::new(None) };
 }
@@ -279,16 +282,29 @@ impl Worker {
         self.sessions.borrow().values().cloned().collect()
     }
 
-    /// Pings every client each interval; closes those silent past the timeout.
+    /// Pings every client once per interval and closes those silent past the timeout.
+    /// The work is spread over the interval in [`HEARTBEAT_SLICES`] slices (a session
+    /// belongs to slice `id % HEARTBEAT_SLICES`), so 100k sockets are never pinged in
+    /// one burst that would stall deliveries behind it.
     async fn heartbeat_loop(self: Rc<Self>) {
         let config = &self.shared.config;
         let ping = encode_frame(OpCode::Ping, false, b"");
-        let mut tick = tokio::time::interval(config.heartbeat_interval);
+        let mut tick = tokio::time::interval(config.heartbeat_interval / HEARTBEAT_SLICES as u32);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
+        let mut slice = 0u64;
         loop {
             tick.tick().await;
+            slice = (slice + 1) % HEARTBEAT_SLICES;
             let now = Instant::now();
-            for session in self.all_sessions() {
+            let due: Vec<Rc<Session>> = self
+                .sessions
+                .borrow()
+                .values()
+                .filter(|s| s.id % HEARTBEAT_SLICES == slice)
+                .cloned()
+                .collect();
+            for session in due {
                 if !session.outbox.borrow().is_open() {
                     continue; // already closing
                 }
