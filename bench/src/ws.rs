@@ -817,51 +817,6 @@ mod tests {
         assert_ne!(payload_hash(&long_a), payload_hash(&long_b));
     }
 
-    /// `cargo test --release -p pushfleet-bench -- --ignored --nocapture`
-    #[test]
-    #[ignore = "timing, run by hand"]
-    fn inflate_speed() {
-        let cfg = crate::publisher::PublisherConfig {
-            bind: String::new(),
-            channels: 100,
-            prefix: "bench-".into(),
-            size: 1024,
-        };
-        let g = crate::publisher::MessageGen::new(&cfg);
-        let msgs: Vec<Vec<u8>> = (0..20_000u64)
-            .map(|n| {
-                let data = String::from_utf8(g.data(n, 1_732_240_000_123_456_789 + n))
-                    .expect("utf8");
-                deflate_message(
-                    format!(
-                        "{{\"channel\":\"bench-{}\",\"event\":\"tick\",\"data\":{data},\"seq\":{n}}}",
-                        n % 100
-                    )
-                    .as_bytes(),
-                )
-            })
-            .collect();
-        let distinct: std::collections::HashSet<u64> =
-            msgs.iter().map(|m| payload_hash(m)).collect();
-        println!("{} distinct hashes of {}", distinct.len(), msgs.len());
-        let mut inf = Inflater::new();
-        let start = std::time::Instant::now();
-        for m in &msgs {
-            inf.inflate(m).expect("inflate");
-        }
-        let miss = start.elapsed();
-        let start = std::time::Instant::now();
-        for m in &msgs[msgs.len() - 10_000..] {
-            inf.inflate(m).expect("inflate");
-        }
-        let hit = start.elapsed();
-        println!(
-            "inflate 1 KiB: {:.0} ns per miss, {:.0} ns per cache hit",
-            miss.as_nanos() as f64 / msgs.len() as f64,
-            hit.as_nanos() as f64 / 10_000.0
-        );
-    }
-
     #[test]
     fn find_bytes() {
         assert_eq!(find(b"hello world", b"world"), Some(6));
