@@ -42,6 +42,19 @@ pub async fn handle(
     Ok(())
 }
 
+/// Takes one of the `--max-connections` slots, counted from here (before the 101 is
+/// sent) so that concurrent upgrades can never overshoot the limit. The session
+/// returns it when it ends.
+fn reserve_slot(shared: &Shared) -> bool {
+    let metrics = &shared.metrics;
+    let before = metrics.connections.fetch_add(1, Relaxed);
+    if before >= shared.config.max_connections as i64 {
+        metrics.connections.fetch_sub(1, Relaxed);
+        return false;
+    }
+    true
+}
+
 /// Answers the upgrade: 101 with the agreed extensions, or an HTTP error (and `None`).
 async fn handshake(
     shared: &Shared,
@@ -80,7 +93,7 @@ async fn handshake(
             "draining",
             "this edge is draining; connect to another".into(),
         ))
-    } else if metrics.connections.load(Relaxed) >= shared.config.max_connections as i64 {
+    } else if !reserve_slot(shared) {
         metrics.connections_refused.fetch_add(1, Relaxed);
         Some((
             503,
@@ -140,6 +153,7 @@ async fn handshake(
     response.push_str("\r\n");
     if stream.write_all(response.as_bytes()).await.is_err() {
         metrics.handshake_failures.fetch_add(1, Relaxed);
+        metrics.connections.fetch_sub(1, Relaxed);
         return None;
     }
     Some((stream, leftover, agreed.is_some()))

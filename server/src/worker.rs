@@ -89,8 +89,8 @@ impl Worker {
             config.slow_client,
         ));
         self.sessions.borrow_mut().insert(id, session.clone());
+        // `connections` was already counted when the upgrade reserved its slot.
         let m = &self.shared.metrics;
-        m.connections.fetch_add(1, Relaxed);
         m.connections_accepted.fetch_add(1, Relaxed);
         if compressed {
             m.compressed_connections.fetch_add(1, Relaxed);

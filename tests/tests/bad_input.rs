@@ -271,18 +271,7 @@ fn bad_handshakes_get_http_errors() {
     assert!(body.contains("not_found"));
     // Upgrades are checked on the raw socket: wrong path, wrong version.
     let upgrade = |path: &str, version: &str| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(f.edge.addr()).unwrap();
-        s.set_read_timeout(Some(T)).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
-        )
-        .unwrap();
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text
+        pushfleet_tests::raw::upgrade_response(&f.edge.addr(), path, version).1
     };
     let wrong_path = upgrade("/socket", "13");
     assert!(wrong_path.starts_with("HTTP/1.1 404"), "{wrong_path}");

@@ -111,24 +111,7 @@ fn upgrades_beyond_the_connection_limit_get_503() {
 }
 
 fn ws_upgrade_status(addr: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(T)).unwrap();
-    write!(
-        s,
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = s.read(&mut buf).unwrap_or(0);
-    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, text)
+    pushfleet_tests::raw::upgrade_response(addr, "/ws", "13")
 }
 
 #[test]
