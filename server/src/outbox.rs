@@ -411,6 +411,61 @@ mod tests {
     }
 
     #[test]
+    fn a_half_written_frame_is_never_evicted_or_dropped() {
+        let m = WorkerMetrics::default();
+        let mut o = Outbox::new(2, SlowClientPolicy::DropOldest);
+        o.push_message(msg("a", 1), &m);
+        o.push_message(msg("a", 2), &m);
+        o.advance(3, false, &m); // the socket took 3 bytes of frame 1
+        o.push_message(msg("a", 3), &m);
+        assert_eq!(
+            queued(&o),
+            vec![("a".into(), 1), ("a".into(), 3)],
+            "frame 2 went, not 1"
+        );
+        let mut slices = [IoSlice::new(&[]); 4];
+        let n = o.slices(false, &mut slices);
+        assert_eq!(n, 2);
+        assert_eq!(
+            slices[0].len(),
+            msg_len() - 3,
+            "the first slice resumes mid-frame"
+        );
+        let mut d = Outbox::new(1, SlowClientPolicy::Disconnect);
+        d.push_message(msg("a", 1), &m);
+        d.advance(1, false, &m);
+        assert_eq!(d.push_message(msg("a", 2), &m), Pushed::Disconnected);
+        assert_eq!(
+            queued(&d),
+            vec![("a".into(), 1)],
+            "the half-written frame is finished first"
+        );
+        assert_eq!(d.queue.len(), 2, "then the close frame");
+    }
+
+    #[test]
+    fn advance_counts_deliveries_and_bytes() {
+        let m = WorkerMetrics::default();
+        let mut o = Outbox::new(8, SlowClientPolicy::DropOldest);
+        o.push_message(msg("a", 1), &m);
+        o.push_message(msg("a", 2), &m);
+        o.advance(msg_len() + 1, false, &m);
+        assert_eq!(m.delivered.load(Relaxed), 1);
+        assert_eq!(o.queued_messages(), 1);
+        o.advance(msg_len() - 1, false, &m);
+        assert_eq!(m.delivered.load(Relaxed), 2);
+        assert_eq!(m.bytes_out.load(Relaxed), 2 * msg_len() as u64);
+        assert!(o.is_empty());
+    }
+
+    fn msg_len() -> usize {
+        match msg("a", 1) {
+            Item::Message(p) => p.frames.plain.len(),
+            _ => 0,
+        }
+    }
+
+    #[test]
     fn discard_counts_what_was_left() {
         let m = WorkerMetrics::default();
         let mut o = Outbox::new(8, SlowClientPolicy::DropOldest);
