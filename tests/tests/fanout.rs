@@ -239,3 +239,66 @@ fn the_edge_waits_for_publishers_and_survives_their_restart() {
     assert_eq!(m["data"], 2);
     assert_eq!(m["seq"], 2);
 }
+
+#[test]
+fn connection_churn_leaves_no_state_behind() {
+    let mut publisher = PyPublisher::start();
+    let edge = Edge::start(&[&publisher.endpoint], &[]);
+    let addr = edge.addr();
+    // 8 threads x 25 short-lived connections over 2 workers, each holding 1-3 of 5
+    // channels, some leaving cleanly and some just dropping the socket.
+    let workers: Vec<_> = (0..8)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    let mut c = RawClient::connect(
+                        &addr,
+                        if (t + i) % 2 == 0 {
+                            Some("permessage-deflate")
+                        } else {
+                            None
+                        },
+                    );
+                    for k in 0..=((t + i) % 3) {
+                        c.send_text(&format!(
+                            r#"{{"method":"subscribe","channel":"churn{}"}}"#,
+                            (t + i + k) % 5
+                        ));
+                        // Snapshots and live messages may come between the acks.
+                        let ack = (0..100)
+                            .map(|_| c.recv_json(Duration::from_secs(5)).unwrap())
+                            .find(|m| m.get("type").is_some())
+                            .unwrap();
+                        assert_eq!(ack["type"], "subscribed", "{ack}");
+                    }
+                    if i % 3 == 0 {
+                        c.send_frame(true, false, 8, &1000u16.to_be_bytes(), true);
+                        let _ = c.expect_close(Duration::from_secs(5));
+                    }
+                }
+            })
+        })
+        .collect();
+    // Publish while connections come and go.
+    for n in 0..50 {
+        publisher.publish(&format!("churn{}", n % 5), "e", &n.to_string());
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let stats = edge.wait_stats("all state released", |s| {
+        s["connections"] == 0 && s["subscriptions"] == 0 && s["channels"] == 0
+    });
+    assert_eq!(stats["connections_accepted"], 200);
+    // And the upstream subscriptions were all withdrawn.
+    let mut client = PyClient::connect(&edge.ws_url(), false);
+    client.subscribe("churn0");
+    // The publisher's event log still holds the churn's (un)subscriptions, so rather
+    // than wait for a particular one, publish until the new subscription delivers.
+    let got = (0..50).find_map(|_| {
+        publisher.publish("churn0", "e", "\"after\"");
+        client.try_recv(Duration::from_millis(100))
+    });
+    assert_eq!(got.map(|m| m["data"].clone()), Some("after".into()));
+}
