@@ -286,3 +286,39 @@ fn bad_handshakes_get_http_errors() {
     let (status, _) = http("POST", &f.edge.addr(), "/drain").unwrap();
     assert_eq!(status, 404);
 }
+
+#[test]
+fn random_garbage_after_the_handshake_never_hurts_the_edge() {
+    let mut f = Fixture::new(&["--heartbeat-interval", "1s", "--heartbeat-timeout", "2s"]);
+    // A fixed-seed xorshift: the same bytes every run, so a failure reproduces.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for round in 0..60 {
+        let extensions = (round % 2 == 0).then_some("permessage-deflate");
+        let mut c = RawClient::connect(&f.edge.addr(), extensions);
+        let len = 16 + (next() % 4096) as usize;
+        let mut garbage: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if round % 3 == 0 {
+            // Start with a plausible masked header so the payload path is exercised too.
+            garbage[0] = 0x81 | if round % 2 == 0 { 0x40 } else { 0 };
+            garbage[1] = 0x80 | 126;
+        }
+        c.send_raw(&garbage);
+        // Whatever the bytes were, the edge answers with a close or waits for more;
+        // either way this connection ends by the heartbeat timeout at the latest.
+        let _ = c.expect_close(Duration::from_secs(4));
+        if round % 10 == 0 {
+            f.observer_still_receives();
+        }
+    }
+    f.observer_still_receives();
+    let stats = f
+        .edge
+        .wait_stats("garbage connections gone", |s| s["connections"] == 1);
+    assert!(stats["protocol_closes"].as_u64().unwrap() > 0, "{stats}");
+}
