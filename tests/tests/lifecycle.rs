@@ -29,7 +29,8 @@ fn silent_clients_are_closed_and_answering_ones_stay() {
     assert_eq!(ping.opcode, 9, "the edge pings");
     let started = Instant::now();
     assert_eq!(silent.expect_close(T), Some(1001));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Closed by the 700 ms timeout, not by the 60 s default.
+    assert!(started.elapsed() < Duration::from_secs(5));
     std::thread::sleep(Duration::from_millis(1000));
     alive.subscribe("still-here");
     let stats = edge.stats();
