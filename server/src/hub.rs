@@ -269,6 +269,12 @@ mod tests {
         }
     }
 
+    /// Hands the hub one multipart publish, as the ingress task would.
+    fn send(r: &mut Rig, frames: &[&str]) {
+        let (m, t) = message(frames);
+        r.hub.publish(m, t);
+    }
+
     fn published(rx: &mut mpsc::Receiver<ToWorker>) -> Option<(bool, Arc<Published>)> {
         match rx.try_recv().ok()? {
             ToWorker::Publish(p) => Some((false, p)),
@@ -317,8 +323,8 @@ mod tests {
     async fn publishes_go_only_to_interested_workers_with_growing_seq() {
         let mut r = rig(2).await;
         interest(&mut r, 1, "a").await;
-        r.hub.publish(message(&["a", "e", "1"]).0, Instant::now());
-        r.hub.publish(message(&["a", "e", "2"]).0, Instant::now());
+        send(&mut r, &["a", "e", "1"]);
+        send(&mut r, &["a", "e", "2"]);
         assert!(published(&mut r.workers[0]).is_none());
         let (snap, first) = published(&mut r.workers[1]).unwrap();
         assert!(!snap);
@@ -332,10 +338,8 @@ mod tests {
     async fn unknown_and_malformed_publishes_are_counted() {
         let mut r = rig(1).await;
         interest(&mut r, 0, "a").await;
-        let (m, t) = message(&["ab", "e", "1"]);
-        r.hub.publish(m, t);
-        let (m, t) = message(&["a", "e", "{"]);
-        r.hub.publish(m, t);
+        send(&mut r, &["ab", "e", "1"]);
+        send(&mut r, &["a", "e", "{"]);
         assert!(published(&mut r.workers[0]).is_none());
         assert_eq!(r.metrics.hub_filtered.load(Relaxed), 1);
         assert_eq!(r.metrics.ingress_dropped[5].load(Relaxed), 1, "data");
@@ -345,10 +349,8 @@ mod tests {
     async fn a_worker_that_joins_late_gets_the_latest_as_a_snapshot() {
         let mut r = rig(2).await;
         interest(&mut r, 0, "a").await;
-        let (m, t) = message(&["a", "e", "1"]);
-        r.hub.publish(m, t);
-        let (m, t) = message(&["a", "e", "2"]);
-        r.hub.publish(m, t);
+        send(&mut r, &["a", "e", "1"]);
+        send(&mut r, &["a", "e", "2"]);
         interest(&mut r, 1, "a").await;
         let (snap, p) = published(&mut r.workers[1]).unwrap();
         assert!(snap);
@@ -359,10 +361,8 @@ mod tests {
     async fn relay_sequence_numbers_are_kept_and_continued() {
         let mut r = rig(1).await;
         interest(&mut r, 0, "a").await;
-        let (m, t) = message(&["a", "e", "1", "100"]);
-        r.hub.publish(m, t);
-        let (m, t) = message(&["a", "e", "1"]);
-        r.hub.publish(m, t);
+        send(&mut r, &["a", "e", "1", "100"]);
+        send(&mut r, &["a", "e", "1"]);
         assert_eq!(published(&mut r.workers[0]).unwrap().1.seq, 100);
         assert_eq!(published(&mut r.workers[0]).unwrap().1.seq, 101);
     }
@@ -372,8 +372,7 @@ mod tests {
         let mut r = rig(1).await;
         interest(&mut r, 0, "a").await;
         for _ in 0..20 {
-            let (m, t) = message(&["a", "e", "1"]);
-            r.hub.publish(m, t);
+            send(&mut r, &["a", "e", "1"]);
         }
         assert_eq!(r.metrics.worker_queue_full.load(Relaxed), 4, "queue of 16");
     }
@@ -383,8 +382,7 @@ mod tests {
         let mut r = rig(1).await;
         interest(&mut r, 0, "a").await;
         let big = format!("\"{}\"", "ab".repeat(100));
-        let (m, t) = message(&["a", "e", &big]);
-        r.hub.publish(m, t);
+        send(&mut r, &["a", "e", &big]);
         assert!(published(&mut r.workers[0])
             .unwrap()
             .1
@@ -392,8 +390,7 @@ mod tests {
             .deflated
             .is_none());
         r.metrics.compressed_connections.store(1, Relaxed);
-        let (m, t) = message(&["a", "e", &big]);
-        r.hub.publish(m, t);
+        send(&mut r, &["a", "e", &big]);
         assert!(published(&mut r.workers[0])
             .unwrap()
             .1
