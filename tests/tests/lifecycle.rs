@@ -167,7 +167,11 @@ fn admin_drain_then_a_second_signal_exits_at_once() {
         &[&publisher.endpoint],
         &["--drain-spread", "20s", "--drain-timeout", "60s"],
     );
-    let _client = PyClient::connect(&edge.ws_url(), false);
+    // Ten clients, told to leave at random moments over 20 s: the edge stays occupied
+    // (each one alone might draw a moment within the first second and leave).
+    let _clients: Vec<RawClient> = (0..10)
+        .map(|_| RawClient::connect(&edge.addr(), None))
+        .collect();
     let (status, body) = http("POST", &edge.admin_addr(), "/drain").unwrap();
     assert_eq!(status, 202, "{body}");
     pushfleet_tests::eventually(T, "draining state", || {
