@@ -14,7 +14,7 @@ use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use cadence::{BufferedUdpMetricSink, QueuingMetricSink, StatsdClient};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -154,24 +154,17 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
 
 /// Waits for a reason to drain, drains, and returns when it is time to stop.
 async fn lifecycle(shared: Arc<Shared>) {
-    let (mut term, mut int) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(t), Ok(i)) => (t, i),
-        _ => {
-            warn!("cannot install signal handlers; only POST /drain will stop this edge");
-            let mut watch = shared.drain.watch();
-            let _ = watch.wait_for(|d| *d).await;
-            return;
-        }
-    };
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    if term.is_none() || int.is_none() {
+        warn!("cannot install signal handlers; POST /drain still drains this edge");
+    }
     let mut drain = shared.drain.watch();
     // Signals received so far: the first (or an admin drain) drains, the second stops.
     let mut signals = 0;
     tokio::select! {
-        _ = term.recv() => { signals += 1; info!("SIGTERM: draining") }
-        _ = int.recv() => { signals += 1; info!("SIGINT: draining") }
+        _ = next_signal(&mut term) => { signals += 1; info!("SIGTERM: draining") }
+        _ = next_signal(&mut int) => { signals += 1; info!("SIGINT: draining") }
         _ = drain.wait_for(|d| *d) => {},
     }
     shared.drain.start();
@@ -184,8 +177,8 @@ async fn lifecycle(shared: Arc<Shared>) {
             return;
         }
         tokio::select! {
-            _ = term.recv() => signals += 1,
-            _ = int.recv() => signals += 1,
+            _ = next_signal(&mut term) => signals += 1,
+            _ = next_signal(&mut int) => signals += 1,
             _ = tokio::time::sleep_until(deadline) => {
                 let left = shared.metrics.connections.load(Relaxed);
                 warn!(connections = left, ?timeout, "drain timeout passed: stopping");
@@ -199,4 +192,15 @@ async fn lifecycle(shared: Arc<Shared>) {
             }
         }
     }
+}
+
+/// The next delivery of a signal; never, if its handler could not be installed.
+async fn next_signal(signal: &mut Option<Signal>) {
+    if let Some(s) = signal {
+        if s.recv().await.is_some() {
+            return;
+        }
+    }
+    // No handler, or the signal driver is gone: no more signals will come.
+    std::future::pending().await
 }
