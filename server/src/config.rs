@@ -205,7 +205,8 @@ impl Config {
     }
 }
 
-fn is_tcp_endpoint(endpoint: &str) -> bool {
+/// Whether `endpoint` is `tcp://host:port` with a non-zero port.
+pub fn is_tcp_endpoint(endpoint: &str) -> bool {
     endpoint
         .strip_prefix("tcp://")
         .and_then(|rest| rest.rsplit_once(':'))

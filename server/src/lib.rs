@@ -11,11 +11,17 @@
 //! - [`codec`]: RFC 6455 frames and RFC 7692 permessage-deflate;
 //! - [`http`]: routes; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
 //! - [`config`]: flags; [`state`]: what threads share; [`run`]: wiring and shutdown.
+//!
+//! The same crate holds the relay ([`relay`], binary `pushfleet-relay`), the Rust
+//! publishing API ([`publisher`], binary `pushfleet-publish`), and what they share:
+//! [`etcd`] (registration and discovery), [`statsd`], [`cli`].
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod etcd;
 pub mod histogram;
 pub mod http;
 pub mod hub;
@@ -23,10 +29,12 @@ pub mod ingress;
 pub mod metrics;
 pub mod outbox;
 pub mod published;
+pub mod relay;
 pub mod reporter;
 pub mod run;
 pub mod session;
 pub mod state;
+pub mod statsd;
 pub mod upgrade;
 pub mod worker;
 

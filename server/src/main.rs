@@ -3,41 +3,20 @@
 use std::net::TcpListener;
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
-use clap::Parser;
+use pushfleet_server::cli::{self, EXIT_UNAVAILABLE};
 use pushfleet_server::{run, Config};
 
-/// sysexits.h EX_USAGE: the configuration is wrong.
-const EXIT_CONFIG: u8 = 64;
-/// sysexits.h EX_UNAVAILABLE: a listener could not be bound, or serving failed.
-const EXIT_UNAVAILABLE: u8 = 69;
+const PROGRAM: &str = "pushfleet-server";
 
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config: Config = match cli::parse(PROGRAM) {
         Ok(c) => c,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
-            e.exit()
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or("bad arguments");
-            eprintln!(
-                "pushfleet-server: invalid configuration: {} (see --help)",
-                first.trim_start_matches("error: ")
-            );
-            return ExitCode::from(EXIT_CONFIG);
-        }
+        Err(code) => return code,
     };
     if let Err(e) = config.validate() {
-        eprintln!("pushfleet-server: invalid configuration: {e}");
-        return ExitCode::from(EXIT_CONFIG);
+        return cli::invalid(PROGRAM, e);
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PUSHFLEET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    cli::init_tracing();
     let bind = |addr, what: &str| {
         TcpListener::bind(addr)
             .map_err(|e| format!("cannot bind the {what} listener on {addr}: {e}"))
@@ -47,14 +26,14 @@ fn main() -> ExitCode {
     let (public, admin) = match listeners {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("pushfleet-server: {e}");
+            eprintln!("{PROGRAM}: {e}");
             return ExitCode::from(EXIT_UNAVAILABLE);
         }
     };
     match run(config, public, admin) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("pushfleet-server: {e:#}");
+            eprintln!("{PROGRAM}: {e:#}");
             ExitCode::from(EXIT_UNAVAILABLE)
         }
     }

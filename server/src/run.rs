@@ -13,7 +13,6 @@ use actix_service::{fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use cadence::{BufferedUdpMetricSink, QueuingMetricSink, StatsdClient};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -26,32 +25,19 @@ use crate::published::Encoder;
 use crate::state::Shared;
 use crate::{http, reporter, upgrade};
 
-/// Capacity of the StatsD client's in-memory queue; when full, metrics are dropped
-/// rather than slowing the edge.
-const STATSD_QUEUE: usize = 65_536;
-
-fn statsd_client(config: &Config, edge_id: &str) -> anyhow::Result<Option<Arc<StatsdClient>>> {
-    let Some(addr) = config.statsd else {
-        return Ok(None);
-    };
-    let socket = std::net::UdpSocket::bind("0.0.0.0:0").context("binding the StatsD socket")?;
-    socket.set_nonblocking(true)?;
-    let sink = BufferedUdpMetricSink::from(addr, socket).context("creating the StatsD sink")?;
-    let queuing = QueuingMetricSink::with_capacity(sink, STATSD_QUEUE);
-    let prefix = format!(
-        "{}.edge.{}",
-        config.statsd_prefix,
-        edge_id.replace('.', "_")
-    );
-    Ok(Some(Arc::new(StatsdClient::from_sink(&prefix, queuing))))
-}
-
 /// Serves until shut down. `public` and `admin` are already bound (tests bind port 0).
 pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::Result<()> {
     let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
     let edge_id = config.edge_id(public_addr.port());
-    let statsd = statsd_client(&config, &edge_id)?;
+    let statsd = crate::statsd::client(
+        config.statsd,
+        &format!(
+            "{}.edge.{}",
+            config.statsd_prefix,
+            crate::statsd::path_part(&edge_id)
+        ),
+    )?;
     let metrics = Arc::new(Metrics::new(edge_id.clone(), statsd.clone()));
 
     let (hub_tx, hub_rx) = mpsc::channel(HUB_COMMAND_QUEUE);
@@ -195,7 +181,7 @@ async fn lifecycle(shared: Arc<Shared>) {
 }
 
 /// The next delivery of a signal; never, if its handler could not be installed.
-async fn next_signal(signal: &mut Option<Signal>) {
+pub(crate) async fn next_signal(signal: &mut Option<Signal>) {
     if let Some(s) = signal {
         if s.recv().await.is_some() {
             return;
