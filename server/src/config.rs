@@ -57,15 +57,25 @@ pub struct Config {
     #[arg(long, env = "PUSHFLEET_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
 
-    /// ZeroMQ publisher or relay endpoints to subscribe to (`tcp://host:port`),
-    /// repeated or comma-separated.
+    /// ZeroMQ relay (or publisher) endpoints to subscribe to (`tcp://host:port`),
+    /// repeated or comma-separated. Needed unless `--etcd` is given.
     #[arg(
         long = "zmq-connect",
         env = "PUSHFLEET_ZMQ_CONNECT",
         value_delimiter = ',',
-        required = true
+        required_unless_present = "etcd"
     )]
     pub zmq_connect: Vec<String>,
+
+    /// etcd endpoints (comma-separated `http://host:port`). When set, the edge
+    /// connects to every relay registered there, and follows relays as they come
+    /// and go.
+    #[arg(long, env = "PUSHFLEET_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+
+    /// etcd key prefix.
+    #[arg(long, env = "PUSHFLEET_ETCD_PREFIX", default_value = pushfleet_protocol::registry::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
 
     /// Name of this edge in logs and metrics (default: `edge-<listen port>`).
     #[arg(long, env = "PUSHFLEET_EDGE_ID")]
@@ -148,6 +158,8 @@ pub struct Config {
 pub enum ConfigError {
     #[error("--zmq-connect {0:?} is not a tcp://host:port endpoint")]
     ZmqEndpoint(String),
+    #[error("--etcd endpoint {0:?} must look like http://host:port")]
+    EtcdEndpoint(String),
     #[error("--{0} must be at least {1}")]
     TooSmall(&'static str, u64),
     #[error("--heartbeat-timeout ({0:?}) must be longer than --heartbeat-interval ({1:?})")]
@@ -164,6 +176,11 @@ impl Config {
         for endpoint in &self.zmq_connect {
             if !is_tcp_endpoint(endpoint) {
                 return Err(ConfigError::ZmqEndpoint(endpoint.clone()));
+            }
+        }
+        for endpoint in &self.etcd {
+            if !is_etcd_endpoint(endpoint) {
+                return Err(ConfigError::EtcdEndpoint(endpoint.clone()));
             }
         }
         let at_least = |name, value: usize, min: u64| {
@@ -209,6 +226,15 @@ impl Config {
 pub fn is_tcp_endpoint(endpoint: &str) -> bool {
     endpoint
         .strip_prefix("tcp://")
+        .and_then(|rest| rest.rsplit_once(':'))
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
+}
+
+/// Whether `endpoint` is `http://host:port` or `https://host:port`.
+pub fn is_etcd_endpoint(endpoint: &str) -> bool {
+    endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
         .and_then(|rest| rest.rsplit_once(':'))
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0))
 }

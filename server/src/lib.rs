@@ -29,6 +29,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod outbox;
 pub mod published;
+pub mod publisher;
 pub mod relay;
 pub mod reporter;
 pub mod run;

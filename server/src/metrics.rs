@@ -114,6 +114,15 @@ pub struct Metrics {
     pub protocol_closes: AtomicU64,
     pub heartbeat_timeouts: AtomicU64,
     pub zmq_connected: AtomicI64,
+    /// Bytes of every frame read from ZeroMQ.
+    pub ingress_bytes: AtomicU64,
+    /// Messages a relay numbered but this edge never received (the gaps in a held
+    /// channel's relay sequence): dropped at the relay while this edge was too slow,
+    /// or lost in flight when a relay restarted. Never part of `ingress.received`.
+    pub upstream_lost: AtomicU64,
+    /// Times a held channel's relay sequence went backwards (its relay restarted or
+    /// the channel moved to another relay); not counted as loss.
+    pub upstream_resets: AtomicU64,
     pub statsd: Option<Arc<StatsdClient>>,
     workers: Mutex<Vec<Arc<WorkerMetrics>>>,
     latency_window: Mutex<LatencyWindow>,
@@ -163,6 +172,9 @@ impl Metrics {
             protocol_closes: AtomicU64::new(0),
             heartbeat_timeouts: AtomicU64::new(0),
             zmq_connected: AtomicI64::new(0),
+            ingress_bytes: AtomicU64::new(0),
+            upstream_lost: AtomicU64::new(0),
+            upstream_resets: AtomicU64::new(0),
             statsd,
             workers: Mutex::new(Vec::new()),
             latency_window: Mutex::new(LatencyWindow::default()),
@@ -258,6 +270,11 @@ impl Metrics {
             "channels": self.channels.load(Relaxed),
             "zmq_peers_connected": self.zmq_connected.load(Relaxed),
             "msgs_in": self.ingress_received.load(Relaxed),
+            "bytes_in": self.ingress_bytes.load(Relaxed),
+            "upstream": {
+                "lost": self.upstream_lost.load(Relaxed),
+                "resets": self.upstream_resets.load(Relaxed),
+            },
             "published": self.hub_published.load(Relaxed),
             "filtered": self.hub_filtered.load(Relaxed),
             "enqueued": t.enqueued,

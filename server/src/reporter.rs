@@ -24,6 +24,15 @@ fn counters(m: &Metrics) -> Vec<(String, u64)> {
             "ingress.received".to_owned(),
             m.ingress_received.load(Relaxed),
         ),
+        ("ingress.bytes".to_owned(), m.ingress_bytes.load(Relaxed)),
+        (
+            "ingress.upstream_lost".to_owned(),
+            m.upstream_lost.load(Relaxed),
+        ),
+        (
+            "ingress.upstream_resets".to_owned(),
+            m.upstream_resets.load(Relaxed),
+        ),
         ("hub.filtered".to_owned(), m.hub_filtered.load(Relaxed)),
         ("hub.published".to_owned(), m.hub_published.load(Relaxed)),
         (

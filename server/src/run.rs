@@ -13,11 +13,13 @@ use actix_service::{fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use pushfleet_protocol::registry::{relays_prefix, RelayRecord};
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::etcd;
 use crate::hub::{Hub, HubSettings, HUB_COMMAND_QUEUE};
 use crate::ingress::{self, CONTROL_QUEUE};
 use crate::metrics::Metrics;
@@ -54,7 +56,8 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
         metrics.clone(),
         zmq_tx,
     );
-    let endpoints = config.zmq_connect.clone();
+    let fixed = config.zmq_connect.clone();
+    let etcd = (!config.etcd.is_empty()).then(|| (config.etcd.clone(), config.etcd_prefix.clone()));
     let hub_metrics = metrics.clone();
     std::thread::Builder::new()
         .name("pushfleet-hub".into())
@@ -70,8 +73,9 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
                 }
             };
             runtime.block_on(async move {
+                let discovered = etcd.map(|(endpoints, prefix)| discover_relays(endpoints, prefix));
                 tokio::spawn(ingress::run(
-                    endpoints,
+                    ingress::Upstreams { fixed, discovered },
                     zmq_rx,
                     ingress_tx,
                     hub_metrics.clone(),
@@ -136,6 +140,39 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
     })?;
     info!("pushfleet edge stopped");
     Ok(())
+}
+
+/// Follows the relays registered in etcd; the receiver holds their edge endpoints.
+/// Runs for the life of the process (the hub thread's runtime ends with it).
+fn discover_relays(endpoints: Vec<String>, prefix: String) -> watch::Receiver<Vec<String>> {
+    let (records_tx, mut records_rx) = watch::channel(etcd::Records::new());
+    let (endpoints_tx, endpoints_rx) = watch::channel(Vec::new());
+    // Never set: the edge stops by ending its runtime.
+    let (_keep, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        let _keep = _keep;
+        etcd::follow_prefix(endpoints, relays_prefix(&prefix), records_tx, shutdown).await;
+    });
+    tokio::spawn(async move {
+        while records_rx.changed().await.is_ok() {
+            let relays: Vec<String> = records_rx
+                .borrow_and_update()
+                .iter()
+                .filter_map(
+                    |(key, value)| match serde_json::from_str::<RelayRecord>(value) {
+                        Ok(r) => Some(r.edges),
+                        Err(e) => {
+                            warn!(%key, error = %e, "ignoring a malformed relay record");
+                            None
+                        }
+                    },
+                )
+                .collect();
+            info!(?relays, "relays in etcd");
+            endpoints_tx.send_replace(relays);
+        }
+    });
+    endpoints_rx
 }
 
 /// Waits for a reason to drain, drains, and returns when it is time to stop.

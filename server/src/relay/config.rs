@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{is_tcp_endpoint, parse_duration, DEFAULT_MAX_PUBLISH_SIZE};
+use crate::config::{is_etcd_endpoint, is_tcp_endpoint, parse_duration, DEFAULT_MAX_PUBLISH_SIZE};
 
 /// Per-edge send queue in the relay, in messages (libzmq's SNDHWM on the edge-facing
 /// socket). 20k is 0.2 s of a 100k msg/s stream: enough to ride out a scheduling hiccup
@@ -27,20 +27,36 @@ pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(5);
 #[command(name = "pushfleet-relay", version, about)]
 pub struct RelayConfig {
     /// ZeroMQ endpoint publishers push to (a PULL socket; publishers use PUSH).
-    #[arg(long, env = "PUSHFLEET_RELAY_PUBLISH_BIND", default_value = "tcp://0.0.0.0:5560")]
+    #[arg(
+        long,
+        env = "PUSHFLEET_RELAY_PUBLISH_BIND",
+        default_value = "tcp://0.0.0.0:5560"
+    )]
     pub publish_bind: String,
 
     /// ZeroMQ endpoint edges connect their SUB socket to (an XPUB socket).
-    #[arg(long, env = "PUSHFLEET_RELAY_EDGE_BIND", default_value = "tcp://0.0.0.0:5561")]
+    #[arg(
+        long,
+        env = "PUSHFLEET_RELAY_EDGE_BIND",
+        default_value = "tcp://0.0.0.0:5561"
+    )]
     pub edge_bind: String,
 
     /// HTTP listener: `POST /publish`, `POST /publish/batch`, `/healthz`, `/stats`.
-    #[arg(long, env = "PUSHFLEET_RELAY_HTTP_LISTEN", default_value = "0.0.0.0:8070")]
+    #[arg(
+        long,
+        env = "PUSHFLEET_RELAY_HTTP_LISTEN",
+        default_value = "0.0.0.0:8070"
+    )]
     pub http_listen: SocketAddr,
 
     /// Host name or IP address other machines reach this relay at; used in the
     /// addresses it advertises (etcd) and in its shard identity.
-    #[arg(long, env = "PUSHFLEET_RELAY_ADVERTISE_HOST", default_value = "127.0.0.1")]
+    #[arg(
+        long,
+        env = "PUSHFLEET_RELAY_ADVERTISE_HOST",
+        default_value = "127.0.0.1"
+    )]
     pub advertise_host: String,
 
     /// Name in logs, metrics and etcd. Default: `relay-<publish port>`.
@@ -122,10 +138,7 @@ impl RelayConfig {
             }
         }
         for endpoint in &self.etcd {
-            let rest = endpoint
-                .strip_prefix("http://")
-                .or_else(|| endpoint.strip_prefix("https://"));
-            if !rest.is_some_and(|r| r.contains(':')) {
+            if !is_etcd_endpoint(endpoint) {
                 return Err(RelayConfigError::EtcdEndpoint(endpoint.clone()));
             }
         }
@@ -199,9 +212,17 @@ mod tests {
     fn cross_field_rules() {
         let bad = [
             (vec!["--publish-bind", "udp://x:1"], "publish-bind"),
-            (vec!["--relays", "tcp://10.0.0.9:5560"], "own publish endpoint"),
             (
-                vec!["--relays", "tcp://127.0.0.1:5560", "--etcd", "http://127.0.0.1:2379"],
+                vec!["--relays", "tcp://10.0.0.9:5560"],
+                "own publish endpoint",
+            ),
+            (
+                vec![
+                    "--relays",
+                    "tcp://127.0.0.1:5560",
+                    "--etcd",
+                    "http://127.0.0.1:2379",
+                ],
                 "exclude each other",
             ),
             (vec!["--etcd", "127.0.0.1:2379"], "http://host:port"),

@@ -199,9 +199,7 @@ impl Core {
         self.seen_generation = generation;
         let relays = self.shards.snapshot();
         self.owners = Owners::new(relays, self.own_endpoint.clone());
-        self.metrics
-            .relays
-            .store(self.owners.len() as u64, Relaxed);
+        self.metrics.relays.store(self.owners.len() as u64, Relaxed);
         let wanted: Vec<String> = self.owners.peers().map(str::to_owned).collect();
         self.peers.retain(|endpoint, _| wanted.contains(endpoint));
         for endpoint in wanted {
@@ -345,7 +343,11 @@ impl Core {
         let mut frames = self.frames.drain(..3).chain(seq).peekable();
         let mut result = Ok(());
         while let Some(frame) = frames.next() {
-            let more = if frames.peek().is_some() { zmq::SNDMORE } else { 0 };
+            let more = if frames.peek().is_some() {
+                zmq::SNDMORE
+            } else {
+                0
+            };
             result = edges.send(frame, more | zmq::DONTWAIT);
             if result.is_err() {
                 break;
@@ -370,7 +372,11 @@ impl Core {
         let mut frames = self.frames.drain(..3).chain([marker]).peekable();
         let mut result = Ok(());
         while let Some(frame) = frames.next() {
-            let more = if frames.peek().is_some() { zmq::SNDMORE } else { 0 };
+            let more = if frames.peek().is_some() {
+                zmq::SNDMORE
+            } else {
+                0
+            };
             // Only the first frame can meet a full queue; libzmq sends the rest of
             // a started multipart message atomically.
             result = socket.send(frame, more | zmq::DONTWAIT);

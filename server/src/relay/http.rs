@@ -159,7 +159,10 @@ async fn publish_batch(state: State, body: web::Bytes) -> HttpResponse {
             &state,
             StatusCode::BAD_REQUEST,
             "invalid_batch",
-            &format!("a batch holds 1 to {MAX_BATCH} publishes, not {}", items.len()),
+            &format!(
+                "a batch holds 1 to {MAX_BATCH} publishes, not {}",
+                items.len()
+            ),
         );
     }
     for (i, item) in items.iter().enumerate() {

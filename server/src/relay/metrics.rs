@@ -81,7 +81,10 @@ impl RelayMetrics {
             ("received.http".to_owned(), self.received_http.load(Relaxed)),
             ("forwarded".to_owned(), self.forwarded.load(Relaxed)),
             ("to_owner".to_owned(), self.to_owner.load(Relaxed)),
-            ("no_subscribers".to_owned(), self.no_subscribers.load(Relaxed)),
+            (
+                "no_subscribers".to_owned(),
+                self.no_subscribers.load(Relaxed),
+            ),
             ("http.rejected".to_owned(), self.http_rejected.load(Relaxed)),
         ];
         for (reason, c) in DROP_REASONS.iter().zip(&self.dropped) {

@@ -176,13 +176,15 @@ fn spawn_etcd(
 pub fn publish_endpoints(records: &etcd::Records) -> Vec<String> {
     records
         .iter()
-        .filter_map(|(key, value)| match serde_json::from_str::<RelayRecord>(value) {
-            Ok(r) => Some(r.publish),
-            Err(e) => {
-                warn!(%key, error = %e, "ignoring a malformed relay record");
-                None
-            }
-        })
+        .filter_map(
+            |(key, value)| match serde_json::from_str::<RelayRecord>(value) {
+                Ok(r) => Some(r.publish),
+                Err(e) => {
+                    warn!(%key, error = %e, "ignoring a malformed relay record");
+                    None
+                }
+            },
+        )
         .collect()
 }
 
