@@ -8,6 +8,13 @@ need_apt=()
 command -v taskset >/dev/null || need_apt+=(util-linux)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
+# Build: libzmq for the relay's and publisher's ZeroMQ sockets (found with
+# pkg-config), protoc for the etcd client's generated code.
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+pkg-config --exists libzmq 2>/dev/null || need_apt+=(libzmq3-dev)
+command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
+# Tests and the local fleet: a real etcd 3.4.
+command -v etcd >/dev/null || need_apt+=(etcd-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

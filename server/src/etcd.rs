@@ -113,6 +113,7 @@ async fn register_once(
     info!(%key, lease, "registered in etcd");
     let mut tick = tokio::time::interval(Duration::from_secs(ttl_secs as u64) / 3);
     let mut last_ack = Instant::now();
+    let mut value_open = true;
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -126,18 +127,15 @@ async fn register_once(
                 Some(_) => return Err(EtcdError::LeaseLost),
                 None => return Err(EtcdError::StreamEnded("keep-alive")),
             },
-            changed = value.changed() => {
+            changed = value.changed(), if value_open => {
                 if changed.is_err() {
-                    // The owner is gone: nothing more to publish, but keep the lease
-                    // until shutdown so the record stays valid.
-                    stopped(shutdown).await;
+                    // The owner will not change the value again: keep the record
+                    // alive as it is until shutdown.
+                    value_open = false;
                 } else {
                     let current = value.borrow_and_update().clone();
                     put(&mut client, current).await?;
-                    continue;
                 }
-                let _ = timed("revoke", client.lease_revoke(lease)).await;
-                return Ok(());
             }
             _ = stopped(shutdown) => {
                 match timed("revoke", client.lease_revoke(lease)).await {

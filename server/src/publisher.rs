@@ -248,6 +248,10 @@ impl EtcdRelays {
                             .filter_map(|v| serde_json::from_str::<RelayRecord>(v).ok())
                             .map(|r| r.publish)
                             .collect();
+                        if relays.is_empty() {
+                            // Keep the last known relays rather than none (see the edge).
+                            continue;
+                        }
                         if let Ok(mut current) = writer.0.lock() {
                             *current = relays;
                         }

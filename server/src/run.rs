@@ -168,6 +168,12 @@ fn discover_relays(endpoints: Vec<String>, prefix: String) -> watch::Receiver<Ve
                     },
                 )
                 .collect();
+            if relays.is_empty() && !endpoints_tx.borrow().is_empty() {
+                // Every relay gone at once is far likelier an etcd mishap than a dead
+                // tier; staying connected to a dead endpoint costs nothing.
+                warn!("etcd lists no relays; keeping the last known ones");
+                continue;
+            }
             info!(?relays, "relays in etcd");
             endpoints_tx.send_replace(relays);
         }

@@ -1,5 +1,5 @@
-//! The end-to-end harness: starts real processes (the edge binary, Python peers
-//! built on libzmq and `websockets`) on free loopback ports, talks to them the way
+//! The end-to-end harness: starts real processes (edges, relays, etcd, the publish
+//! CLI, Python peers built on libzmq and `websockets`) on free loopback ports, talks to them the way
 //! clients and publishers do, and cleans up (by PID, only what it started).
 //!
 //! Binaries come from `target/debug` (or `PUSHFLEET_BIN_DIR`); the test command
@@ -7,6 +7,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod fleet;
 pub mod process;
 pub mod py;
 pub mod raw;
@@ -15,6 +16,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use fleet::{Etcd, Relay, RelayPorts, Service};
 pub use process::Edge;
 pub use py::{PyClient, PyPublisher};
 pub use raw::{Frame, RawClient};

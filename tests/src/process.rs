@@ -54,8 +54,11 @@ impl Edge {
             .arg(format!("127.0.0.1:{port}"))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"))
-            .arg("--zmq-connect")
-            .arg(zmq.join(","))
+            .args(if zmq.is_empty() {
+                vec![]
+            } else {
+                vec!["--zmq-connect".to_owned(), zmq.join(",")]
+            })
             .arg("--workers")
             .arg("2")
             .args(extra)

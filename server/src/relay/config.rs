@@ -91,6 +91,11 @@ pub struct RelayConfig {
     #[arg(long, env = "PUSHFLEET_RELAY_PUBLISH_QUEUE", default_value_t = DEFAULT_PUBLISH_QUEUE)]
     pub publish_queue: i32,
 
+    /// After start, read only edge subscriptions for this long before taking
+    /// publishes, so that after a restart edges are back before messages flow.
+    #[arg(long, env = "PUSHFLEET_RELAY_STARTUP_HOLD", default_value = "1s", value_parser = parse_duration)]
+    pub startup_hold: Duration,
+
     /// Largest accepted data frame, in bytes.
     #[arg(long, env = "PUSHFLEET_RELAY_MAX_PUBLISH_SIZE", default_value_t = DEFAULT_MAX_PUBLISH_SIZE)]
     pub max_publish_size: usize,
@@ -117,6 +122,8 @@ pub enum RelayConfigError {
     TwoSources,
     #[error("--etcd endpoint {0:?} must look like http://host:port")]
     EtcdEndpoint(String),
+    #[error("--{0} must be at most {1}s")]
+    TooLong(&'static str, u64),
     #[error("--lease-ttl must be between 2s and 60s")]
     LeaseTtl,
 }
@@ -157,6 +164,9 @@ impl RelayConfig {
         }
         if self.max_publish_size < 1 {
             return Err(RelayConfigError::TooSmall("max-publish-size", 1));
+        }
+        if self.startup_hold > Duration::from_secs(30) {
+            return Err(RelayConfigError::TooLong("startup-hold", 30));
         }
         if self.lease_ttl < Duration::from_secs(2) || self.lease_ttl > Duration::from_secs(60) {
             return Err(RelayConfigError::LeaseTtl);

@@ -21,6 +21,7 @@ use std::io::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use pushfleet_protocol::publish::{self, PublishError};
 use tracing::{debug, info, warn};
@@ -150,36 +151,45 @@ impl Core {
     }
 
     /// Runs until `stop` is set, then serves what has already arrived and returns.
-    pub fn run(mut self, stop: &AtomicBool) {
+    ///
+    /// For the first `hold` it reads only subscriptions: after a restart, edges need
+    /// a moment to reconnect and resubscribe, and publishes read before that would
+    /// find no subscriber and be lost. Held back, they wait in the publishers' queues
+    /// and go out once edges are back, so a restart delays messages instead of
+    /// dropping them.
+    pub fn run(mut self, stop: &AtomicBool, hold: Duration) {
+        let hold_until = Instant::now() + hold;
         while !stop.load(Ordering::Relaxed) {
             self.follow_shards();
+            let holding = Instant::now() < hold_until;
             let ready = {
                 let mut items = [
-                    self.sockets.publish.as_poll_item(zmq::POLLIN),
-                    self.sockets.http.as_poll_item(zmq::POLLIN),
                     self.sockets.edges.as_poll_item(zmq::POLLIN),
                     self.sockets.monitor.as_poll_item(zmq::POLLIN),
+                    self.sockets.publish.as_poll_item(zmq::POLLIN),
+                    self.sockets.http.as_poll_item(zmq::POLLIN),
                 ];
-                match zmq::poll(&mut items, POLL_TIMEOUT_MS) {
+                let watched = if holding { 2 } else { 4 };
+                match zmq::poll(&mut items[..watched], POLL_TIMEOUT_MS) {
                     Ok(_) => items.map(|i| i.is_readable()),
                     Err(zmq::Error::EINTR) => continue,
                     Err(e) => {
                         warn!(error = %e, "ZeroMQ poll failed");
-                        [true; 4]
+                        [true, true, !holding, !holding]
                     }
                 }
             };
             // Subscriptions first, so a publish right behind a subscribe is routed.
-            if ready[2] {
+            if ready[0] {
                 self.serve_subscriptions();
             }
-            if ready[3] {
+            if ready[1] {
                 self.serve_monitor();
             }
-            if ready[0] {
+            if ready[2] {
                 self.serve_publishes(Source::Zmq);
             }
-            if ready[1] {
+            if ready[3] {
                 self.serve_publishes(Source::Http);
             }
         }

@@ -72,9 +72,10 @@ pub fn run(config: RelayConfig, http_listener: TcpListener) -> anyhow::Result<()
         metrics.clone(),
     );
     let core_stop = stop.clone();
+    let startup_hold = config.startup_hold;
     let core_thread = std::thread::Builder::new()
         .name("relay-core".into())
-        .spawn(move || core.run(&core_stop))
+        .spawn(move || core.run(&core_stop, startup_hold))
         .context("starting the core thread")?;
 
     let state = web::Data::new(HttpState {

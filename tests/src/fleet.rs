@@ -1,0 +1,364 @@
+//! The rest of the fleet as real processes: relays (`pushfleet-relay`), etcd (Debian's
+//! `etcd` 3.4), and the `pushfleet-publish` CLI. Each process is killed by PID when
+//! dropped; its output goes to a log under `target/test-logs` that a failing test prints.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::process::{binary, log_dir};
+use crate::{eventually, free_port, get_json, workspace_root};
+
+/// A child process with its log.
+pub struct Service {
+    child: Child,
+    name: String,
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Spawns `program` with `args`, output to `target/test-logs/<name>.log`.
+    pub fn spawn(program: &std::path::Path, args: &[String], name: &str) -> Service {
+        let log = log_dir().join(format!("{name}.log"));
+        let out =
+            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
+        let child = Command::new(program)
+            .args(args)
+            .env("PUSHFLEET_LOG", "pushfleet_server=debug,info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        Service {
+            child,
+            name: name.to_owned(),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("{} exited ({status}):\n{}", self.name, self.log_text());
+        }
+    }
+
+    /// Sends a signal by PID (only our own child).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status();
+        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Resident set size in KiB, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} log ({}) ---\n{}",
+                self.name,
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// VmRSS of a process in KiB (0 if unreadable).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The three ports a relay listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayPorts {
+    pub publish: u16,
+    pub edges: u16,
+    pub http: u16,
+}
+
+impl RelayPorts {
+    pub fn free() -> RelayPorts {
+        RelayPorts {
+            publish: free_port(),
+            edges: free_port(),
+            http: free_port(),
+        }
+    }
+
+    pub fn publish_endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.publish)
+    }
+
+    pub fn edge_endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.edges)
+    }
+}
+
+/// A running pushfleet-relay.
+pub struct Relay {
+    pub service: Service,
+    pub ports: RelayPorts,
+}
+
+impl Relay {
+    /// Starts a relay on free ports with extra flags; waits for `/healthz`.
+    pub fn start(extra: &[&str]) -> Relay {
+        Self::start_on(RelayPorts::free(), extra)
+    }
+
+    /// Starts a relay on the given ports (a restart keeps its address).
+    pub fn start_on(ports: RelayPorts, extra: &[&str]) -> Relay {
+        let mut args: Vec<String> = vec![
+            "--publish-bind".into(),
+            ports.publish_endpoint(),
+            "--edge-bind".into(),
+            ports.edge_endpoint(),
+            "--http-listen".into(),
+            format!("127.0.0.1:{}", ports.http),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let service = Service::spawn(
+            &binary("pushfleet-relay"),
+            &args,
+            &format!("relay-{}", ports.publish),
+        );
+        let mut relay = Relay { service, ports };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while get_json(&relay.http_addr(), "/healthz").is_none() {
+            relay.service.assert_running();
+            assert!(Instant::now() < deadline, "relay never became healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        relay
+    }
+
+    pub fn publish_endpoint(&self) -> String {
+        self.ports.publish_endpoint()
+    }
+
+    pub fn edge_endpoint(&self) -> String {
+        self.ports.edge_endpoint()
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.http)
+    }
+
+    pub fn stats(&self) -> Value {
+        eventually(Duration::from_secs(5), "relay /stats", || {
+            get_json(&self.http_addr(), "/stats")
+        })
+    }
+
+    /// Waits until `/stats` satisfies `check`.
+    pub fn wait_stats(&self, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        eventually(Duration::from_secs(10), what, || {
+            get_json(&self.http_addr(), "/stats").filter(|s| check(s))
+        })
+    }
+}
+
+/// A single-member etcd 3.4 cluster in a scratch data directory.
+pub struct Etcd {
+    pub service: Service,
+    pub client_port: u16,
+    pub peer_port: u16,
+    data_dir: PathBuf,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        Self::start_on(free_port(), free_port(), None)
+    }
+
+    /// Starts (or restarts, reusing `data_dir`) etcd on the given ports.
+    pub fn start_on(client_port: u16, peer_port: u16, data_dir: Option<PathBuf>) -> Etcd {
+        let data_dir =
+            data_dir.unwrap_or_else(|| log_dir().join(format!("etcd-{client_port}.data")));
+        let program = ["/usr/bin/etcd", "/usr/local/bin/etcd"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("etcd is not installed: run scripts/setup.sh"));
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let args: Vec<String> = vec![
+            "--name".into(),
+            "test".into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client,
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("test={peer}"),
+        ];
+        let service = Service::spawn(&program, &args, &format!("etcd-{client_port}"));
+        let mut etcd = Etcd {
+            service,
+            client_port,
+            peer_port,
+            data_dir,
+        };
+        let addr = format!("127.0.0.1:{client_port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while get_json(&addr, "/health").is_none_or(|h| h["health"] != "true") {
+            etcd.service.assert_running();
+            assert!(Instant::now() < deadline, "etcd never became healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        etcd
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+
+    /// Kills etcd (SIGKILL) and returns what a restart needs.
+    pub fn kill(mut self) -> (u16, u16, PathBuf) {
+        self.service.kill();
+        let ports = (self.client_port, self.peer_port, self.data_dir.clone());
+        // Keep the data: the restart reuses it.
+        self.data_dir = PathBuf::new();
+        ports
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.service.kill();
+        if !self.data_dir.as_os_str().is_empty() {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
+    }
+}
+
+/// Runs `pushfleet-publish` with `args` to completion (bounded by its own timeouts).
+pub fn publish_cli(args: &[&str]) -> Output {
+    Command::new(binary("pushfleet-publish"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run pushfleet-publish: {e}"))
+}
+
+/// Starts `pushfleet-publish` with `args` in the background (e.g. a ticker).
+pub fn publish_cli_background(args: &[&str], name: &str) -> Service {
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    Service::spawn(&binary("pushfleet-publish"), &args, name)
+}
+
+/// Publishes `(channel, event, data)` messages with the copyable Python example
+/// (`clients/python/pushfleet_publish.py`, pyzmq) and waits for it to finish.
+pub fn python_publish(relays: &[String], messages: &[(String, String, String)]) {
+    let script = r#"
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import pushfleet_publish as pp
+relays = json.loads(sys.argv[2])
+with pp.Publisher(relays) as publisher:
+    for channel, event, data in json.load(sys.stdin):
+        publisher.publish(channel, event, data, timeout_ms=5000)
+"#;
+    let dir = workspace_root().join("clients").join("python");
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(dir)
+        .arg(serde_json::to_string(relays).unwrap_or_default())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start python3: {e}"));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap_or_else(|| panic!("no stdin"));
+        let body = serde_json::to_string(messages).unwrap_or_default();
+        stdin
+            .write_all(body.as_bytes())
+            .unwrap_or_else(|e| panic!("python stdin: {e}"));
+    }
+    let status = child
+        .wait()
+        .unwrap_or_else(|e| panic!("python publisher: {e}"));
+    assert!(status.success(), "the Python publisher failed: {status}");
+}
+
+/// A plain HTTP/1.1 request with a body; returns (status, body).
+pub fn http_body(method: &str, addr: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
