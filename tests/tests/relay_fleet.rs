@@ -455,7 +455,7 @@ fn relays_and_edges_find_each_other_in_etcd_and_carry_on_without_it() {
     assert_eq!(r1.stats()["received"]["zmq"].as_u64(), Some(split.0 + 16));
 
     // etcd dies: everything already connected keeps working.
-    drop(etcd);
+    let (client_port, peer_port, data_dir) = etcd.kill();
     publish_all(3, &["--relay", &r1.publish_endpoint()]);
     received(3);
     assert!(pushfleet_tests::get_json(&edge.addr(), "/healthz").is_some());
@@ -464,4 +464,15 @@ fn relays_and_edges_find_each_other_in_etcd_and_carry_on_without_it() {
             .filter(|s| s["zmq_peers_connected"] == 1)
     });
     assert_eq!(later["upstream"]["lost"], 0, "{later}");
+
+    // etcd returns (same address and data): relay 1 registers again by itself, and a
+    // publisher that asks etcd finds it.
+    let _etcd = Etcd::start_on(client_port, peer_port, Some(data_dir));
+    eventually(Duration::from_secs(15), "relay 1 back in etcd", || {
+        let out = publish_cli(&["--etcd", &e, "--connect-timeout", "1s", "shard", "x"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && text.contains(&r1.publish_endpoint())).then_some(())
+    });
+    publish_all(4, &["--etcd", &e]);
+    received(4);
 }
