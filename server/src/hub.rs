@@ -13,9 +13,8 @@ use std::time::Instant;
 use pushfleet_protocol::publish;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
-use zeromq::ZmqMessage;
 
-use crate::ingress::ZmqControl;
+use crate::ingress::{Received, ZmqControl};
 use crate::metrics::Metrics;
 use crate::published::{Encoder, Published};
 
@@ -86,7 +85,7 @@ impl Hub {
     pub async fn run(
         mut self,
         mut commands: mpsc::Receiver<HubCommand>,
-        mut ingress: mpsc::Receiver<(ZmqMessage, Instant)>,
+        mut ingress: mpsc::Receiver<Received>,
     ) {
         let mut batch = Vec::with_capacity(256);
         loop {
@@ -171,8 +170,8 @@ impl Hub {
         }
     }
 
-    fn publish(&mut self, message: ZmqMessage, received: Instant) {
-        let frames = message.into_vec();
+    fn publish(&mut self, message: Vec<zmq::Message>, received: Instant) {
+        let frames: Vec<&[u8]> = message.iter().map(|f| &f[..]).collect();
         let parsed = match publish::parse(&frames, self.settings.max_publish_size) {
             Ok(p) => p,
             Err(e) => {
@@ -227,14 +226,10 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
-    fn message(frames: &[&str]) -> (ZmqMessage, Instant) {
-        let frames: Vec<Bytes> = frames
-            .iter()
-            .map(|f| Bytes::copy_from_slice(f.as_bytes()))
-            .collect();
-        (ZmqMessage::try_from(frames).unwrap(), Instant::now())
+    fn message(frames: &[&str]) -> Received {
+        let frames = frames.iter().map(|f| zmq::Message::from(*f)).collect();
+        (frames, Instant::now())
     }
 
     struct Rig {

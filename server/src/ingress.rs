@@ -1,38 +1,53 @@
-//! ZeroMQ ingress: the one task that owns the edge's SUB socket.
+//! ZeroMQ ingress: the thread that owns the edge's SUB socket (libzmq, through the
+//! `zmq` crate).
 //!
-//! It connects to every relay (or publisher) it is given, retrying until each is up;
-//! zmq.rs then reconnects and resubscribes by itself after a peer restarts. The set
-//! may change while running (relays found in etcd): new endpoints are connected, and
-//! when one goes away the socket is rebuilt and every held channel resubscribed
-//! (zmq.rs cannot disconnect a single endpoint).
+//! It connects to every relay (or publisher) it is given; libzmq reconnects by
+//! itself after a peer restarts and sends the subscriptions again. The set may change
+//! while running (relays found in etcd): new endpoints are connected, gone ones
+//! disconnected. It applies subscribe/unsubscribe requests from the hub and drains
+//! the socket at once into the hub's bounded queue; when that queue is full, new
+//! publishes are dropped and counted (`ingress_full`).
 //!
-//! It applies subscribe/unsubscribe requests from the hub and drains the socket at
-//! once into the hub's bounded queue. zmq.rs has no working receive high-water mark,
-//! so this queue is the real bound: when it is full, new publishes are dropped and
-//! counted (`ingress_full`) rather than left to pile up inside the socket.
+//! Why libzmq here too (the edge used zmq.rs first): measured with an edge frozen by
+//! SIGSTOP for 30 s under a 100k msg/s flood, a zmq.rs SUB took from 1 to 27 s after
+//! SIGCONT before messages flowed again, while the relay's kernel buffer held data
+//! the edge had room for; a libzmq SUB in the same run resumed within 2 s
+//! (`docs/BENCHMARKS.md`, "Relay: a frozen edge").
 //!
-//! Relays number each channel's messages. For every held channel the task remembers
-//! the last number seen, and counts the gaps (`upstream_lost`): messages the relay
-//! dropped while this edge was too slow, or lost in flight when a relay restarted.
-//! Counting here, before the edge's own queues, keeps the edge's own drops out of it.
+//! Relays number each channel's messages. For every held channel the thread
+//! remembers the last number seen, and counts the gaps (`upstream_lost`): messages
+//! the relay dropped while this edge was too slow, or lost in flight when a relay
+//! restarted. Counting here, before the edge's own queues, keeps the edge's own
+//! drops out of it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
-use zeromq::{Socket, SocketOptions, SocketRecv, SubSocket, ZmqMessage};
+use zmq::{Message, SocketEvent};
 
 use crate::metrics::Metrics;
 
 /// Capacity of the hub → ingress control queue.
 pub const CONTROL_QUEUE: usize = 4096;
-/// How long one connect attempt may take before the loop serves other work.
-const CONNECT_ATTEMPT: Duration = Duration::from_millis(250);
-/// Pause between rounds of connect attempts to endpoints that are not up yet.
-const CONNECT_RETRY: Duration = Duration::from_millis(500);
+/// libzmq's own receive queue, in messages, in front of the hub's queue. The thread
+/// drains it at once, so it only absorbs the moments the thread is descheduled.
+const RECEIVE_QUEUE: i32 = 10_000;
+/// Longest sleep in `poll`: how soon a subscription change or a new relay set is
+/// applied when no message arrives.
+const POLL_TIMEOUT_MS: i64 = 5;
+/// Messages taken off the socket before looking at control requests again.
+const BATCH: usize = 1024;
+/// Frames kept of one multipart message; more is malformed anyway.
+const MAX_FRAMES: usize = 5;
+const MONITOR_ENDPOINT: &str = "inproc://pushfleet-edge-ingress-monitor";
+
+/// A publish as it left the socket: its frames, and when it was taken.
+pub type Received = (Vec<Message>, Instant);
 
 /// Subscription changes requested by the hub.
 #[derive(Debug)]
@@ -90,80 +105,102 @@ impl GapTracker {
 }
 
 /// The relay sequence number of a message, if it carries a well-formed one.
-fn relay_seq(message: &ZmqMessage) -> Option<u64> {
-    let frame = message.get(3)?;
+fn relay_seq(frames: &[Message]) -> Option<u64> {
+    let frame = frames.get(3)?;
     std::str::from_utf8(frame).ok()?.parse().ok()
 }
 
 struct Ingress {
-    socket: SubSocket,
+    socket: zmq::Socket,
+    monitor: zmq::Socket,
     wanted: BTreeSet<String>,
-    connected: BTreeSet<String>,
-    channels: BTreeSet<Arc<str>>,
+    /// Endpoints with a live connection, from libzmq's monitor events.
+    live: BTreeSet<String>,
     gaps: GapTracker,
     metrics: Arc<Metrics>,
 }
 
 impl Ingress {
-    fn new_socket() -> SubSocket {
-        let mut options = SocketOptions::default();
-        options.connect_timeout(CONNECT_ATTEMPT);
-        SubSocket::with_options(options)
+    fn new(ctx: &zmq::Context, metrics: Arc<Metrics>) -> Result<Self, zmq::Error> {
+        let socket = ctx.socket(zmq::SUB)?;
+        socket.set_rcvhwm(RECEIVE_QUEUE)?;
+        socket.set_linger(0)?;
+        socket.monitor(
+            MONITOR_ENDPOINT,
+            (SocketEvent::CONNECTED.to_raw()
+                | SocketEvent::DISCONNECTED.to_raw()
+                | SocketEvent::CLOSED.to_raw()) as i32,
+        )?;
+        let monitor = ctx.socket(zmq::PAIR)?;
+        monitor.connect(MONITOR_ENDPOINT)?;
+        Ok(Self {
+            socket,
+            monitor,
+            wanted: BTreeSet::new(),
+            live: BTreeSet::new(),
+            gaps: GapTracker::default(),
+            metrics,
+        })
     }
 
-    /// Follows a new wanted set: connects additions, rebuilds the socket on removals.
-    async fn set_wanted(&mut self, wanted: BTreeSet<String>) {
-        let removed = self.connected.iter().any(|e| !wanted.contains(e));
+    /// Connects new endpoints and disconnects gone ones.
+    fn set_wanted(&mut self, wanted: BTreeSet<String>) {
+        for gone in self.wanted.difference(&wanted) {
+            match self.socket.disconnect(gone) {
+                Ok(()) => info!(endpoint = %gone, "disconnected from a relay that left"),
+                Err(e) => debug!(endpoint = %gone, error = %e, "disconnect failed"),
+            }
+            self.live.remove(gone);
+        }
+        for new in wanted.difference(&self.wanted) {
+            match self.socket.connect(new) {
+                Ok(()) => info!(endpoint = %new, "connecting to ZeroMQ publisher"),
+                Err(e) => warn!(endpoint = %new, error = %e, "cannot connect"),
+            }
+        }
         self.wanted = wanted;
-        if !removed {
-            return;
-        }
-        info!(endpoints = ?self.wanted, "relay set shrank: rebuilding the ZeroMQ socket");
-        self.socket = Self::new_socket();
-        self.connected.clear();
-        self.metrics.zmq_connected.store(0, Relaxed);
-        for channel in &self.channels {
-            if let Err(e) = self.socket.subscribe(channel).await {
-                warn!(%channel, error = %e, "resubscribing failed");
-            }
-        }
-        // Numbers from the new connections start a fresh run.
-        for channel in &self.channels {
-            self.gaps.release(channel);
-            self.gaps.hold(channel);
-        }
+        self.metrics
+            .zmq_connected
+            .store(self.live.len() as i64, Relaxed);
     }
 
-    async fn connect_pending(&mut self) {
-        let pending: Vec<String> = self
-            .wanted
-            .iter()
-            .filter(|e| !self.connected.contains(*e))
-            .cloned()
-            .collect();
-        for endpoint in pending {
-            match self.socket.connect(&endpoint).await {
-                Ok(()) => {
-                    self.metrics.zmq_connected.fetch_add(1, Relaxed);
+    fn serve_monitor(&mut self) {
+        while let Ok(event) = self.monitor.recv_msg(zmq::DONTWAIT) {
+            let endpoint = match self.monitor.get_rcvmore() {
+                Ok(true) => self
+                    .monitor
+                    .recv_msg(0)
+                    .ok()
+                    .and_then(|m| m.as_str().map(str::to_owned)),
+                _ => None,
+            };
+            let (Some(endpoint), true) = (endpoint, event.len() >= 2) else {
+                continue;
+            };
+            let code = u16::from_ne_bytes([event[0], event[1]]);
+            if code == SocketEvent::CONNECTED.to_raw() {
+                if self.wanted.contains(&endpoint) {
                     info!(%endpoint, "connected to ZeroMQ publisher");
-                    self.connected.insert(endpoint);
+                    self.live.insert(endpoint);
                 }
-                Err(e) => debug!(%endpoint, error = %e, "ZeroMQ publisher not reachable yet"),
+            } else if self.live.remove(&endpoint) {
+                info!(%endpoint, "ZeroMQ publisher connection lost; libzmq reconnects");
             }
         }
+        self.metrics
+            .zmq_connected
+            .store(self.live.len() as i64, Relaxed);
     }
 
-    async fn control(&mut self, request: ZmqControl) {
+    fn control(&mut self, request: ZmqControl) {
         let result = match &request {
             ZmqControl::Subscribe(channel) => {
-                self.channels.insert(channel.clone());
                 self.gaps.hold(channel);
-                self.socket.subscribe(channel).await
+                self.socket.set_subscribe(channel.as_bytes())
             }
             ZmqControl::Unsubscribe(channel) => {
-                self.channels.remove(channel);
                 self.gaps.release(channel);
-                self.socket.unsubscribe(channel).await
+                self.socket.set_unsubscribe(channel.as_bytes())
             }
         };
         if let Err(e) = result {
@@ -171,11 +208,14 @@ impl Ingress {
         }
     }
 
-    fn account(&mut self, message: &ZmqMessage) {
+    fn account(&mut self, frames: &[Message], count: usize) {
         self.metrics.ingress_received.fetch_add(1, Relaxed);
-        let bytes: usize = message.iter().map(|f| f.len()).sum();
+        let bytes: usize = frames.iter().map(|f| f.len()).sum();
         self.metrics.ingress_bytes.fetch_add(bytes as u64, Relaxed);
-        let (Some(channel), Some(seq)) = (message.get(0), relay_seq(message)) else {
+        if count != 4 {
+            return;
+        }
+        let (Some(channel), Some(seq)) = (frames.first(), relay_seq(frames)) else {
             return;
         };
         match self.gaps.observe(channel, seq) {
@@ -188,6 +228,30 @@ impl Ingress {
             }
         }
     }
+
+    /// Reads one multipart message without blocking: `None` when nothing waits.
+    fn recv(&self) -> Result<Option<(Vec<Message>, usize)>, zmq::Error> {
+        let mut first = Message::new();
+        match self.socket.recv(&mut first, zmq::DONTWAIT) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let mut more = first.get_more();
+        let mut frames = Vec::with_capacity(4);
+        frames.push(first);
+        let mut count = 1;
+        while more {
+            let mut frame = Message::new();
+            self.socket.recv(&mut frame, 0)?;
+            more = frame.get_more();
+            count += 1;
+            if frames.len() < MAX_FRAMES {
+                frames.push(frame);
+            }
+        }
+        Ok(Some((frames, count)))
+    }
 }
 
 fn union(fixed: &[String], discovered: &Option<watch::Receiver<Vec<String>>>) -> BTreeSet<String> {
@@ -198,63 +262,89 @@ fn union(fixed: &[String], discovered: &Option<watch::Receiver<Vec<String>>>) ->
     all
 }
 
-/// Owns the SUB socket until `control` closes.
-pub async fn run(
+/// Starts the ingress thread; it runs until `control` closes.
+pub fn spawn(
+    upstreams: Upstreams,
+    control: mpsc::Receiver<ZmqControl>,
+    hub: mpsc::Sender<Received>,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("pushfleet-ingress".into())
+        .spawn(move || {
+            if let Err(e) = run(upstreams, control, hub, metrics) {
+                tracing::error!(error = %e, "the ZeroMQ ingress failed");
+            }
+        })
+}
+
+fn run(
     upstreams: Upstreams,
     mut control: mpsc::Receiver<ZmqControl>,
-    hub: mpsc::Sender<(ZmqMessage, Instant)>,
+    hub: mpsc::Sender<Received>,
     metrics: Arc<Metrics>,
-) {
+) -> Result<(), zmq::Error> {
     let Upstreams {
         fixed,
         mut discovered,
     } = upstreams;
-    let mut ingress = Ingress {
-        socket: Ingress::new_socket(),
-        wanted: union(&fixed, &discovered),
-        connected: BTreeSet::new(),
-        channels: BTreeSet::new(),
-        gaps: GapTracker::default(),
-        metrics,
-    };
-    let mut retry = tokio::time::interval(CONNECT_RETRY);
-    let mut consecutive_errors = 0u32;
+    let ctx = zmq::Context::new();
+    let mut ingress = Ingress::new(&ctx, metrics)?;
+    ingress.set_wanted(union(&fixed, &discovered));
     loop {
-        let pending = ingress.connected.len() < ingress.wanted.len();
-        tokio::select! {
-            biased;
-            request = control.recv() => {
-                let Some(request) = request else { break };
-                ingress.control(request).await;
+        loop {
+            match control.try_recv() {
+                Ok(request) => ingress.control(request),
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    debug!("ZeroMQ ingress stopped");
+                    return Ok(());
+                }
             }
-            message = ingress.socket.recv(), if !ingress.connected.is_empty() => match message {
-                Ok(message) => {
-                    consecutive_errors = 0;
-                    ingress.account(&message);
-                    if hub.try_send((message, Instant::now())).is_err() {
-                        ingress.metrics.ingress_drop("ingress_full");
-                    }
+        }
+        let changed = match &mut discovered {
+            Some(d) => match d.has_changed() {
+                Ok(changed) => {
+                    d.mark_unchanged();
+                    changed
                 }
-                Err(e) => {
-                    // A peer went away; zmq.rs reconnects it in the background.
-                    consecutive_errors += 1;
-                    debug!(error = %e, "ZeroMQ receive error");
-                    if consecutive_errors > 100 {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
+                // The discovery task ended: keep the last set.
+                Err(_) => false,
             },
-            changed = async { discovered.as_mut()?.changed().await.ok() }, if discovered.is_some() => {
-                if changed.is_none() {
-                    discovered = None;
-                }
-                let wanted = union(&fixed, &discovered);
-                ingress.set_wanted(wanted).await;
+            None => false,
+        };
+        if changed {
+            ingress.set_wanted(union(&fixed, &discovered));
+        }
+        let (readable, monitor_readable) = {
+            let mut items = [
+                ingress.socket.as_poll_item(zmq::POLLIN),
+                ingress.monitor.as_poll_item(zmq::POLLIN),
+            ];
+            match zmq::poll(&mut items, POLL_TIMEOUT_MS) {
+                Ok(_) => (items[0].is_readable(), items[1].is_readable()),
+                Err(zmq::Error::EINTR) => continue,
+                Err(e) => return Err(e),
             }
-            _ = retry.tick(), if pending => ingress.connect_pending().await,
+        };
+        if monitor_readable {
+            ingress.serve_monitor();
+        }
+        if !readable {
+            continue;
+        }
+        for _ in 0..BATCH {
+            let Some((frames, count)) = ingress.recv()? else {
+                break;
+            };
+            // A message of more than MAX_FRAMES frames arrives cut to MAX_FRAMES,
+            // still more than any valid publish: the hub refuses it by count.
+            ingress.account(&frames, count);
+            if hub.try_send((frames, Instant::now())).is_err() {
+                ingress.metrics.ingress_drop("ingress_full");
+            }
         }
     }
-    debug!("ZeroMQ ingress stopped");
 }
 
 #[cfg(test)]
@@ -284,11 +374,9 @@ mod tests {
 
     #[test]
     fn reads_the_seq_frame() {
-        let mut m = ZmqMessage::from("c");
-        m.push_back("e".into());
-        m.push_back("1".into());
+        let mut m: Vec<Message> = ["c", "e", "1"].iter().map(|f| Message::from(*f)).collect();
         assert_eq!(relay_seq(&m), None);
-        m.push_back("42".into());
+        m.push(Message::from("42"));
         assert_eq!(relay_seq(&m), Some(42));
     }
 }

@@ -74,12 +74,15 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
             };
             runtime.block_on(async move {
                 let discovered = etcd.map(|(endpoints, prefix)| discover_relays(endpoints, prefix));
-                tokio::spawn(ingress::run(
+                if let Err(e) = ingress::spawn(
                     ingress::Upstreams { fixed, discovered },
                     zmq_rx,
                     ingress_tx,
                     hub_metrics.clone(),
-                ));
+                ) {
+                    tracing::error!(error = %e, "cannot start the ZeroMQ ingress thread");
+                    std::process::exit(70);
+                }
                 tokio::spawn(reporter::run(hub_metrics, statsd));
                 hub.run(hub_rx, ingress_rx).await;
             });
