@@ -476,3 +476,26 @@ fn relays_and_edges_find_each_other_in_etcd_and_carry_on_without_it() {
     publish_all(4, &["--etcd", &e]);
     received(4);
 }
+
+#[test]
+fn sigterm_takes_a_relay_out_of_etcd_at_once_and_exits_cleanly() {
+    let etcd = Etcd::start();
+    let e = etcd.endpoint();
+    // A long lease: leaving etcd early must come from the relay itself, not expiry.
+    let mut relay = Relay::start(&["--etcd", &e, "--lease-ttl", "30s"]);
+    let listed = || {
+        let out = publish_cli(&["--etcd", &e, "--connect-timeout", "1s", "shard", "x"]);
+        String::from_utf8_lossy(&out.stdout).contains(&relay.publish_endpoint())
+    };
+    eventually(Duration::from_secs(10), "relay registered", || {
+        listed().then_some(())
+    });
+    relay.service.signal("TERM");
+    let status = relay.service.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    // Revoked, not left to expire: a publisher asking etcd no longer finds it.
+    let out = publish_cli(&["--etcd", &e, "--connect-timeout", "1s", "shard", "x"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(&relay.publish_endpoint()), "{text}");
+    assert!(relay.service.log_text().contains("deregistered from etcd"));
+}
