@@ -11,6 +11,8 @@
 //! * `idle`: N subscribed, silent connections; server RSS per connection.
 //! * `baseline-server`: a minimal fan-out server (see [`baseline`]) to run
 //!   the other subcommands against, as a reference for the machine's ceiling.
+//! * `relay-hop`: latency added by one `pushfleet-relay` and its forwarding
+//!   throughput, over ZeroMQ only (see [`relay_hop`] and `bench/relay.sh`).
 //!
 //! The reader side runs on one thread (a `current_thread` tokio runtime with
 //! a `LocalSet`), the publisher on a second thread with its own runtime, so
@@ -21,6 +23,7 @@ mod baseline;
 mod client;
 mod procfs;
 mod publisher;
+mod relay_hop;
 mod scenario;
 mod stats;
 mod ws;
@@ -53,6 +56,9 @@ enum Cmd {
     /// A minimal single-threaded fan-out server (frames each message once),
     /// a reference point for what one core can do; not a product.
     BaselineServer(BaselineArgs),
+    /// Latency the relay hop adds (against a direct PUSH → PULL hop) and the
+    /// relay's forwarding throughput; ZeroMQ only, no WebSockets.
+    RelayHop(relay_hop::RelayHopArgs),
 }
 
 #[derive(Args, Debug)]
@@ -210,6 +216,8 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Idle(a) => scenario::idle(a.conn.opts(), secs("hold", a.hold)?).await,
         Cmd::BaselineServer(a) => baseline::run(&a.listen, &a.zmq_connect).await,
+        // Plain threads and blocking sockets; nothing else runs on the runtime.
+        Cmd::RelayHop(a) => relay_hop::run(a),
     }
 }
 
