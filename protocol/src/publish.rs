@@ -37,6 +37,17 @@ pub enum PublishError {
     TooLarge(usize, usize),
 }
 
+/// Every [`PublishError::reason`] tag, for counters indexed by reason.
+pub const REASONS: [&str; 7] = [
+    "frames",
+    "utf8",
+    "channel",
+    "event",
+    "data",
+    "seq",
+    "too_large",
+];
+
 impl PublishError {
     /// A short, fixed tag for counting drops by reason.
     pub fn reason(&self) -> &'static str {
@@ -123,6 +134,21 @@ mod tests {
         );
         let f = encode("c", "tick", "2", Some(9));
         assert_eq!(parse(&f, MAX).unwrap().seq, Some(9));
+    }
+
+    #[test]
+    fn every_reason_is_listed() {
+        let errors = [
+            PublishError::FrameCount(1),
+            PublishError::NotUtf8("data"),
+            PublishError::Channel(ChannelError::Empty),
+            PublishError::Event,
+            PublishError::Data(String::new()),
+            PublishError::Seq,
+            PublishError::TooLarge(2, 1),
+        ];
+        let reasons: Vec<&str> = errors.iter().map(PublishError::reason).collect();
+        assert_eq!(reasons, REASONS);
     }
 
     #[test]

@@ -22,17 +22,12 @@ pub fn bump(counter: &AtomicU64, by: u64) {
     counter.store(counter.load(Relaxed) + by, Relaxed);
 }
 
-/// Why a publish never reached the hub's fan-out.
-pub const INGRESS_DROP_REASONS: [&str; 8] = [
-    "ingress_full",
-    "frames",
-    "utf8",
-    "channel",
-    "event",
-    "data",
-    "seq",
-    "too_large",
-];
+/// Why a publish never reached the hub's fan-out: the ingress queue was full, or one
+/// of the [`pushfleet_protocol::publish::REASONS`] it was malformed for.
+pub const INGRESS_DROP_REASONS: [&str; 8] = {
+    let r = pushfleet_protocol::publish::REASONS;
+    ["ingress_full", r[0], r[1], r[2], r[3], r[4], r[5], r[6]]
+};
 
 /// All client error codes, in the order of [`Metrics::client_errors`].
 pub const CLIENT_ERRORS: [ErrorCode; 9] = [

@@ -1,13 +1,13 @@
-//! Child processes the tests own: the edge binary and helpers. Each is killed by PID
-//! when dropped, and its output goes to a log file that failing tests print.
+//! The edge binary as a test process (a [`Service`]: killed by PID when dropped, its
+//! log printed when a test fails), and where binaries and logs live.
 
-use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::fleet::Service;
 use crate::{eventually, free_port, get_json, workspace_root};
 
 /// Path of a workspace binary built by the test command.
@@ -33,7 +33,7 @@ pub fn log_dir() -> PathBuf {
 
 /// A running pushfleet-server.
 pub struct Edge {
-    child: Child,
+    pub service: Service,
     pub port: u16,
     pub admin_port: u16,
     pub log: PathBuf,
@@ -45,50 +45,34 @@ impl Edge {
     pub fn start(zmq: &[&str], extra: &[&str]) -> Edge {
         let port = free_port();
         let admin_port = free_port();
-        let log = log_dir().join(format!("edge-{port}.log"));
-        let out =
-            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
-        let err = out.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
-        let child = Command::new(binary("pushfleet-server"))
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{admin_port}"))
-            .args(if zmq.is_empty() {
-                vec![]
-            } else {
-                vec!["--zmq-connect".to_owned(), zmq.join(",")]
-            })
-            .arg("--workers")
-            .arg("2")
-            .args(extra)
-            .env("PUSHFLEET_LOG", "pushfleet_server=debug,info")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start pushfleet-server: {e}"));
-        let mut edge = Edge {
-            child,
+        let mut args: Vec<String> = vec![
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{admin_port}"),
+            "--workers".into(),
+            "2".into(),
+        ];
+        if !zmq.is_empty() {
+            args.extend(["--zmq-connect".to_owned(), zmq.join(",")]);
+        }
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let mut service =
+            Service::spawn(&binary("pushfleet-server"), &args, &format!("edge-{port}"));
+        let log = service.log.clone();
+        let addr = format!("127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while get_json(&addr, "/healthz").is_none() {
+            service.assert_running();
+            assert!(Instant::now() < deadline, "edge never became healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Edge {
+            service,
             port,
             admin_port,
             log,
-        };
-        let addr = edge.addr();
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while get_json(&addr, "/healthz").is_none() {
-            if let Ok(Some(status)) = edge.child.try_wait() {
-                panic!("edge exited at start ({status}):\n{}", edge.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "edge never became healthy:\n{}",
-                edge.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
         }
-        edge
     }
 
     pub fn addr(&self) -> String {
@@ -104,7 +88,7 @@ impl Edge {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.service.pid()
     }
 
     pub fn stats(&self) -> Value {
@@ -122,42 +106,15 @@ impl Edge {
 
     /// Sends a signal to the edge (by its PID; only our own child).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status();
-        assert!(status.is_ok_and(|s| s.success()), "kill -{name} failed");
+        self.service.signal(name);
     }
 
     /// Waits up to `timeout` for the edge to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.service.wait_exit(timeout)
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Edge {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- edge log ({}) ---\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
+        self.service.log_text()
     }
 }

@@ -349,21 +349,8 @@ impl Core {
     }
 
     fn send_to_edges(&mut self, seq: Option<Message>) {
-        let edges = &self.sockets.edges;
-        let mut frames = self.frames.drain(..3).chain(seq).peekable();
-        let mut result = Ok(());
-        while let Some(frame) = frames.next() {
-            let more = if frames.peek().is_some() {
-                zmq::SNDMORE
-            } else {
-                0
-            };
-            result = edges.send(frame, more | zmq::DONTWAIT);
-            if result.is_err() {
-                break;
-            }
-        }
-        match result {
+        let frames = self.frames.drain(..3).chain(seq);
+        match send_multipart(&self.sockets.edges, frames) {
             Ok(()) => {
                 self.metrics.forwarded.fetch_add(1, Relaxed);
             }
@@ -379,21 +366,7 @@ impl Core {
             return;
         };
         let marker = Message::from(HANDED_OVER);
-        let mut frames = self.frames.drain(..3).chain([marker]).peekable();
-        let mut result = Ok(());
-        while let Some(frame) = frames.next() {
-            let more = if frames.peek().is_some() {
-                zmq::SNDMORE
-            } else {
-                0
-            };
-            // Only the first frame can meet a full queue; libzmq sends the rest of
-            // a started multipart message atomically.
-            result = socket.send(frame, more | zmq::DONTWAIT);
-            if result.is_err() {
-                break;
-            }
-        }
+        let result = send_multipart(socket, self.frames.drain(..3).chain([marker]));
         match result {
             Ok(()) => {
                 self.metrics.to_owner.fetch_add(1, Relaxed);
@@ -404,6 +377,24 @@ impl Core {
             }
         }
     }
+}
+
+/// Sends `frames` as one multipart message without blocking. Only the first frame
+/// can meet a full queue: libzmq takes the rest of a started message whole.
+fn send_multipart(
+    socket: &Socket,
+    frames: impl Iterator<Item = Message>,
+) -> Result<(), zmq::Error> {
+    let mut frames = frames.peekable();
+    while let Some(frame) = frames.next() {
+        let more = if frames.peek().is_some() {
+            zmq::SNDMORE
+        } else {
+            0
+        };
+        socket.send(frame, more | zmq::DONTWAIT)?;
+    }
+    Ok(())
 }
 
 /// Reads one multipart message into `frames` without blocking: `None` when nothing

@@ -13,19 +13,22 @@ use std::time::Duration;
 use cadence::{Counted, Gauged, StatsdClient};
 use serde_json::{json, Value};
 
-/// Why a publish was dropped. The first seven are [`pushfleet_protocol::PublishError`]
-/// reasons; `owner_unavailable`: the owning relay could not take it (not connected,
-/// or its queue full).
-pub const DROP_REASONS: [&str; 8] = [
-    "frames",
-    "utf8",
-    "channel",
-    "event",
-    "data",
-    "seq",
-    "too_large",
-    "owner_unavailable",
-];
+/// Why a publish was dropped: the [`pushfleet_protocol::publish::REASONS`] of
+/// malformed publishes, then `owner_unavailable` (the owning relay could not take
+/// it: not connected, or its queue full).
+pub const DROP_REASONS: [&str; 8] = {
+    let r = pushfleet_protocol::publish::REASONS;
+    [
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        "owner_unavailable",
+    ]
+};
 
 /// Reporting interval.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
