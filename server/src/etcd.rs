@@ -239,3 +239,17 @@ fn publish(records: &watch::Sender<Records>, map: &Records) {
         }
     });
 }
+
+/// The well-formed relay records among `records` (a malformed one is logged and skipped).
+pub fn relay_records(records: &Records) -> Vec<pushfleet_protocol::registry::RelayRecord> {
+    records
+        .iter()
+        .filter_map(|(key, value)| match serde_json::from_str(value) {
+            Ok(record) => Some(record),
+            Err(e) => {
+                warn!(%key, error = %e, "ignoring a malformed relay record");
+                None
+            }
+        })
+        .collect()
+}

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pushfleet_protocol::publish::{self, PublishError};
-use pushfleet_protocol::registry::{relays_prefix, RelayRecord};
+use pushfleet_protocol::registry::relays_prefix;
 use pushfleet_protocol::shard;
 use tokio::sync::watch;
 use zmq::SocketEvent;
@@ -242,12 +242,11 @@ impl EtcdRelays {
                     let (tx, mut rx) = watch::channel(crate::etcd::Records::new());
                     tokio::spawn(crate::etcd::follow_prefix(endpoints, prefix, tx, stop_rx));
                     while rx.changed().await.is_ok() {
-                        let relays: Vec<String> = rx
-                            .borrow_and_update()
-                            .values()
-                            .filter_map(|v| serde_json::from_str::<RelayRecord>(v).ok())
-                            .map(|r| r.publish)
-                            .collect();
+                        let relays: Vec<String> =
+                            crate::etcd::relay_records(&rx.borrow_and_update())
+                                .into_iter()
+                                .map(|r| r.publish)
+                                .collect();
                         if relays.is_empty() {
                             // Keep the last known relays rather than none (see the edge).
                             continue;

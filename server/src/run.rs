@@ -13,7 +13,7 @@ use actix_service::{fn_service, map_config};
 use actix_web::dev::AppConfig;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
-use pushfleet_protocol::registry::{relays_prefix, RelayRecord};
+use pushfleet_protocol::registry::relays_prefix;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
@@ -158,18 +158,9 @@ fn discover_relays(endpoints: Vec<String>, prefix: String) -> watch::Receiver<Ve
     });
     tokio::spawn(async move {
         while records_rx.changed().await.is_ok() {
-            let relays: Vec<String> = records_rx
-                .borrow_and_update()
-                .iter()
-                .filter_map(
-                    |(key, value)| match serde_json::from_str::<RelayRecord>(value) {
-                        Ok(r) => Some(r.edges),
-                        Err(e) => {
-                            warn!(%key, error = %e, "ignoring a malformed relay record");
-                            None
-                        }
-                    },
-                )
+            let relays: Vec<String> = etcd::relay_records(&records_rx.borrow_and_update())
+                .into_iter()
+                .map(|r| r.edges)
                 .collect();
             if relays.is_empty() && !endpoints_tx.borrow().is_empty() {
                 // Every relay gone at once is far likelier an etcd mishap than a dead

@@ -175,17 +175,9 @@ fn spawn_etcd(
 
 /// The publish endpoints of every well-formed relay record.
 pub fn publish_endpoints(records: &etcd::Records) -> Vec<String> {
-    records
-        .iter()
-        .filter_map(
-            |(key, value)| match serde_json::from_str::<RelayRecord>(value) {
-                Ok(r) => Some(r.publish),
-                Err(e) => {
-                    warn!(%key, error = %e, "ignoring a malformed relay record");
-                    None
-                }
-            },
-        )
+    etcd::relay_records(records)
+        .into_iter()
+        .map(|r| r.publish)
         .collect()
 }
 
