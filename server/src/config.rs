@@ -77,6 +77,19 @@ pub struct Config {
     #[arg(long, env = "PUSHFLEET_ETCD_PREFIX", default_value = pushfleet_protocol::registry::DEFAULT_PREFIX)]
     pub etcd_prefix: String,
 
+    /// `host:port` at which HAProxy reaches this edge's public listener, written in its
+    /// etcd load report. Default: the `--listen` address, with 127.0.0.1 for 0.0.0.0.
+    #[arg(long, env = "PUSHFLEET_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
+
+    /// How often the load report in etcd is refreshed.
+    #[arg(long, env = "PUSHFLEET_LOAD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub load_interval: Duration,
+
+    /// TTL of the edge's etcd lease: a dead edge leaves etcd (and HAProxy) within it.
+    #[arg(long, env = "PUSHFLEET_LEASE_TTL", default_value = "5s", value_parser = parse_duration)]
+    pub lease_ttl: Duration,
+
     /// Name of this edge in logs and metrics (default: `edge-<listen port>`).
     #[arg(long, env = "PUSHFLEET_EDGE_ID")]
     pub edge_id: Option<String>,
@@ -160,6 +173,8 @@ pub enum ConfigError {
     ZmqEndpoint(String),
     #[error("--etcd endpoint {0:?} must look like http://host:port")]
     EtcdEndpoint(String),
+    #[error("--lease-ttl must be at least 2s and more than twice --load-interval")]
+    LeaseTtl,
     #[error("--{0} must be at least {1}")]
     TooSmall(&'static str, u64),
     #[error("--heartbeat-timeout ({0:?}) must be longer than --heartbeat-interval ({1:?})")]
@@ -208,10 +223,27 @@ impl Config {
         if self.drain_spread >= self.drain_timeout {
             return Err(ConfigError::Drain(self.drain_spread, self.drain_timeout));
         }
+        if self.load_interval < Duration::from_millis(100) {
+            return Err(ConfigError::TooSmall("load-interval (ms)", 100));
+        }
+        if self.lease_ttl < Duration::from_secs(2) || self.lease_ttl <= self.load_interval * 2 {
+            return Err(ConfigError::LeaseTtl);
+        }
         if self.listen == self.admin_listen && self.listen.port() != 0 {
             return Err(ConfigError::SamePort);
         }
         Ok(())
+    }
+
+    /// Where HAProxy reaches this edge: `--advertise-address`, or the listen address.
+    pub fn advertise_address(&self, bound: SocketAddr) -> String {
+        self.advertise_address.clone().unwrap_or_else(|| {
+            if bound.ip().is_unspecified() {
+                format!("127.0.0.1:{}", bound.port())
+            } else {
+                bound.to_string()
+            }
+        })
     }
 
     /// The edge's name: `--edge-id`, or `edge-<port>`.

@@ -10,6 +10,7 @@
 //! - [`session`]: one connection's I/O task; [`outbox`]: its bounded send queue;
 //! - [`codec`]: RFC 6455 frames and RFC 7692 permessage-deflate;
 //! - [`http`]: routes; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
+//! - [`load`]: the load report kept in etcd for herald;
 //! - [`config`]: flags; [`state`]: what threads share; [`run`]: wiring and shutdown.
 //!
 //! The same crate holds the relay ([`relay`], binary `pushfleet-relay`), the Rust
@@ -26,6 +27,7 @@ pub mod histogram;
 pub mod http;
 pub mod hub;
 pub mod ingress;
+pub mod load;
 pub mod metrics;
 pub mod outbox;
 pub mod published;

@@ -19,12 +19,12 @@ use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::etcd;
 use crate::hub::{Hub, HubSettings, HUB_COMMAND_QUEUE};
 use crate::ingress::{self, CONTROL_QUEUE};
 use crate::metrics::Metrics;
 use crate::published::Encoder;
 use crate::state::Shared;
+use crate::{etcd, load};
 use crate::{http, reporter, upgrade};
 
 /// Serves until shut down. `public` and `admin` are already bound (tests bind port 0).
@@ -132,8 +132,23 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
         .run();
         let public_handle = public_server.handle();
         let admin_handle = admin_server.handle();
+        let (leave_etcd, leaving) = watch::channel(false);
+        if !shared.config.etcd.is_empty() {
+            let reporting = load::Reporting {
+                etcd: shared.config.etcd.clone(),
+                prefix: shared.config.etcd_prefix.clone(),
+                id: edge_id.clone(),
+                address: shared.config.advertise_address(public_addr),
+                interval: shared.config.load_interval,
+                lease_ttl: shared.config.lease_ttl,
+            };
+            actix_web::rt::spawn(load::report(shared.clone(), reporting, leaving));
+        }
         actix_web::rt::spawn(async move {
             lifecycle(shared).await;
+            // Leave etcd before going (bounded: a dead etcd must not hold the exit).
+            let _ = leave_etcd.send(true);
+            tokio::time::sleep(Duration::from_millis(200)).await;
             // Everyone has been told to leave: stop without waiting for stragglers.
             public_handle.stop(false).await;
             admin_handle.stop(false).await;

@@ -270,6 +270,36 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// Every key under `prefix` with its value, read through etcd's own HTTP/JSON
+    /// gateway (`/v3/kv/range`), independently of the code under test.
+    pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = serde_json::json!({
+            "key": base64_encode(prefix.as_bytes()),
+            "range_end": base64_encode(&end),
+        })
+        .to_string();
+        let addr = format!("127.0.0.1:{}", self.client_port);
+        let Some((200, reply)) = http_body("POST", &addr, "/v3/kv/range", &body) else {
+            return Vec::new();
+        };
+        let reply: Value = serde_json::from_str(&reply).unwrap_or_default();
+        let text = |v: &Value| {
+            String::from_utf8_lossy(&base64_decode(v.as_str().unwrap_or_default())).into_owned()
+        };
+        reply["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (text(&kv["key"]), text(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Kills etcd (SIGKILL) and returns what a restart needs.
     pub fn kill(mut self) -> (u16, u16, PathBuf) {
         self.service.kill();
@@ -361,4 +391,65 @@ pub fn http_body(method: &str, addr: &str, path: &str, body: &str) -> Option<(u1
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Some((status, body))
+}
+
+const BASE64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding (etcd's JSON gateway encodes keys and values so).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n =
+            chunk.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)) << (8 * (3 - chunk.len()));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(BASE64[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The inverse of [`base64_encode`]; invalid characters are skipped.
+pub fn base64_decode(text: &str) -> Vec<u8> {
+    let values: Vec<u32> = text
+        .bytes()
+        .filter_map(|c| BASE64.iter().position(|b| *b == c).map(|v| v as u32))
+        .collect();
+    let mut out = Vec::new();
+    for chunk in values.chunks(4) {
+        let n = chunk.iter().fold(0u32, |acc, v| (acc << 6) | v) << (6 * (4 - chunk.len()));
+        for i in 0..chunk.len().saturating_sub(1) {
+            out.push((n >> (16 - 8 * i)) as u8);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips() {
+        for text in [
+            "",
+            "f",
+            "fo",
+            "foo",
+            "foob",
+            "fooba",
+            "foobar",
+            "/pushfleet/edges/e1",
+        ] {
+            assert_eq!(
+                base64_decode(&base64_encode(text.as_bytes())),
+                text.as_bytes()
+            );
+        }
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+    }
 }
