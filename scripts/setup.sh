@@ -13,8 +13,9 @@ command -v python3 >/dev/null || need_apt+=(python3 python3-pip)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 pkg-config --exists libzmq 2>/dev/null || need_apt+=(libzmq3-dev)
 command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
-# Tests and the local fleet: a real etcd 3.4.
+# Tests and the local fleet: a real etcd 3.4 and HAProxy 2.6.
 command -v etcd >/dev/null || need_apt+=(etcd-server)
+command -v haproxy >/dev/null || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

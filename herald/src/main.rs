@@ -1,0 +1,3 @@
+//! `herald`: not wired yet.
+
+fn main() {}
