@@ -5,8 +5,21 @@
 //! reports, scores each edge from several signals, and turns the scores into HAProxy
 //! weights: a hot edge gets less new traffic, a cool one more.
 //!
-//! - [`haproxy`]: the HAProxy runtime API client (weights, states, addresses).
+//! - [`fleet`]: the reports as etcd shows them; [`score`]: the policy, from reports
+//!   to weights (no I/O);
+//! - [`agent`]: the HAProxy agent-check server; [`election`]: leadership via etcd;
+//! - [`state`]: what the tasks share; [`http`]: `/status` and the live page;
+//! - [`haproxy`]: the HAProxy runtime API client (weights, states, addresses);
+//! - [`config`]: flags; [`run`]: wiring.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod agent;
+pub mod config;
+pub mod election;
+pub mod fleet;
 pub mod haproxy;
+pub mod http;
+pub mod run;
+pub mod score;
+pub mod state;

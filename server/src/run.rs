@@ -233,7 +233,7 @@ async fn lifecycle(shared: Arc<Shared>) {
 }
 
 /// The next delivery of a signal; never, if its handler could not be installed.
-pub(crate) async fn next_signal(signal: &mut Option<Signal>) {
+pub async fn next_signal(signal: &mut Option<Signal>) {
     if let Some(s) = signal {
         if s.recv().await.is_some() {
             return;

@@ -209,6 +209,69 @@ impl Relay {
     }
 }
 
+/// A running herald.
+pub struct Herald {
+    pub service: Service,
+    pub agent_port: u16,
+    pub http_port: u16,
+}
+
+impl Herald {
+    /// Starts herald against `etcd` with extra flags; waits for its status page.
+    pub fn start(etcd: &str, extra: &[&str]) -> Herald {
+        let agent_port = free_port();
+        let http_port = free_port();
+        let mut args: Vec<String> = vec![
+            "--etcd".into(),
+            etcd.into(),
+            "--agent-listen".into(),
+            format!("127.0.0.1:{agent_port}"),
+            "--http-listen".into(),
+            format!("127.0.0.1:{http_port}"),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        let service = Service::spawn(&binary("herald"), &args, &format!("herald-{agent_port}"));
+        let mut herald = Herald {
+            service,
+            agent_port,
+            http_port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while get_json(&herald.http_addr(), "/status").is_none() {
+            herald.service.assert_running();
+            assert!(Instant::now() < deadline, "herald never served /status");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        herald
+    }
+
+    pub fn http_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.http_port)
+    }
+
+    pub fn status(&self) -> Value {
+        eventually(Duration::from_secs(5), "herald /status", || {
+            get_json(&self.http_addr(), "/status")
+        })
+    }
+
+    /// Asks the agent-check port about `name`, as HAProxy does with `agent-send`.
+    pub fn agent_check(&self, name: &str) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.agent_port))
+            .unwrap_or_else(|e| panic!("agent port: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .unwrap_or_else(|e| panic!("agent port: {e}"));
+        stream
+            .write_all(format!("{name}\n").as_bytes())
+            .unwrap_or_else(|e| panic!("agent port: {e}"));
+        let mut reply = String::new();
+        let _ = stream.read_to_string(&mut reply);
+        reply
+    }
+}
+
 /// A single-member etcd 3.4 cluster in a scratch data directory.
 pub struct Etcd {
     pub service: Service,

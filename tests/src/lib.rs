@@ -16,7 +16,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use fleet::{Etcd, Relay, RelayPorts, Service};
+pub use fleet::{Etcd, Herald, Relay, RelayPorts, Service};
 pub use process::Edge;
 pub use py::{PyClient, PyPublisher};
 pub use raw::{Frame, RawClient};

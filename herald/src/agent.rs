@@ -1,0 +1,82 @@
+//! The HAProxy agent-check server.
+//!
+//! HAProxy connects to one TCP port, sends its `agent-send` string (herald has each
+//! server send its edge id), and reads one line in the HAProxy 2.6 grammar:
+//!
+//! - a known, ready edge: `NN% ready` (weight in percent of the configured weight);
+//! - a draining edge: `drain` (no new connections; existing ones stay);
+//! - a stale edge (no fresh report): the floor, `NN% ready`;
+//! - an unknown name (an edge herald has not heard of, or no `agent-send`): `ready`,
+//!   which leaves the weight as it is; HAProxy's health check still decides up/down.
+//!
+//! When etcd is unreachable herald keeps answering with the last weights it had.
+//! Every herald instance answers agent checks, leader or not.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::debug;
+
+use crate::state::State;
+
+/// Longest wait for HAProxy's `agent-send` line.
+const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// Longest name accepted.
+const MAX_LINE: usize = 256;
+
+/// The reply for the server named `name`.
+pub fn reply(state: &State, name: &str) -> String {
+    match state.views.get(name) {
+        Some(view) => view.agent_reply(),
+        None => "ready\n".to_owned(),
+    }
+}
+
+/// Serves agent checks until the task is dropped.
+pub async fn serve(listener: TcpListener, state: Arc<RwLock<State>>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(answer(stream, state.clone()));
+            }
+            Err(e) => {
+                debug!(error = %e, "agent accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn answer(mut stream: TcpStream, state: Arc<RwLock<State>>) {
+    let mut buf = [0u8; MAX_LINE];
+    let mut len = 0;
+    // Read up to a newline; HAProxy may also send nothing (no agent-send).
+    let _ = tokio::time::timeout(READ_TIMEOUT, async {
+        while len < MAX_LINE {
+            match stream.read(&mut buf[len..]).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    len += n;
+                    if buf[..len].contains(&b'\n') {
+                        break;
+                    }
+                }
+            }
+        }
+    })
+    .await;
+    let name = String::from_utf8_lossy(&buf[..len]);
+    let name = name.trim();
+    let text = match state.read() {
+        Ok(s) => reply(&s, name),
+        Err(_) => "ready\n".to_owned(),
+    };
+    if let Ok(mut s) = state.write() {
+        s.agent_checks += 1;
+    }
+    debug!(%name, reply = %text.trim_end(), "agent check");
+    let _ = stream.write_all(text.as_bytes()).await;
+    let _ = stream.shutdown().await;
+}

@@ -1,0 +1,218 @@
+//! herald's configuration: flags with `HERALD_*` environment fallbacks, validated as
+//! a whole before anything starts.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+use pushfleet_server::config::{is_etcd_endpoint, parse_duration};
+
+use crate::score::{Capacity, Policy, SignalWeights};
+
+/// herald: turns pushfleet edges' real load (from etcd) into HAProxy weights.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "herald", version, about)]
+pub struct Config {
+    /// etcd endpoints (comma-separated `http://host:port`).
+    #[arg(long, env = "PUSHFLEET_ETCD", value_delimiter = ',', required = true)]
+    pub etcd: Vec<String>,
+
+    /// etcd key prefix.
+    #[arg(long, env = "PUSHFLEET_ETCD_PREFIX", default_value = pushfleet_protocol::registry::DEFAULT_PREFIX)]
+    pub etcd_prefix: String,
+
+    /// This instance's name (logs, leader election, status page).
+    #[arg(long, env = "HERALD_ID")]
+    pub herald_id: Option<String>,
+
+    /// HAProxy agent-check listener: HAProxy connects here and `agent-send`s the edge id.
+    #[arg(long, env = "HERALD_AGENT_LISTEN", default_value = "0.0.0.0:5555")]
+    pub agent_listen: SocketAddr,
+
+    /// Status listener: `GET /status` (JSON) and `GET /` (a live page).
+    #[arg(long, env = "HERALD_HTTP_LISTEN", default_value = "127.0.0.1:8090")]
+    pub http_listen: SocketAddr,
+
+    /// How often scores and weights are recomputed.
+    #[arg(long, env = "HERALD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+
+    /// An edge whose report has not changed for this long is stale: it keeps the floor
+    /// weight. When no edge at all has reported for this long, herald assumes etcd is
+    /// unreachable and holds every weight as it was (fail-static).
+    #[arg(long, env = "HERALD_STALE_AFTER", default_value = "5s", value_parser = parse_duration)]
+    pub stale_after: Duration,
+
+    /// Weight given to each signal in an edge's load score (relative; 0 ignores it).
+    #[arg(long, env = "HERALD_WEIGHT_CPU", default_value_t = SignalWeights::default().cpu)]
+    pub weight_cpu: f64,
+    #[arg(long, env = "HERALD_WEIGHT_MSGS_OUT", default_value_t = SignalWeights::default().msgs_out)]
+    pub weight_msgs_out: f64,
+    #[arg(long, env = "HERALD_WEIGHT_CONNECTIONS", default_value_t = SignalWeights::default().connections)]
+    pub weight_connections: f64,
+    #[arg(long, env = "HERALD_WEIGHT_QUEUE", default_value_t = SignalWeights::default().queue)]
+    pub weight_queue: f64,
+    #[arg(long, env = "HERALD_WEIGHT_P99", default_value_t = SignalWeights::default().p99)]
+    pub weight_p99: f64,
+    #[arg(long, env = "HERALD_WEIGHT_MEMORY", default_value_t = SignalWeights::default().memory)]
+    pub weight_memory: f64,
+
+    /// Deliveries per second one edge is sized for (the msgs-out signal's 100%).
+    #[arg(long, env = "HERALD_CAPACITY_MSGS_OUT", default_value_t = Capacity::default().msgs_out_per_s)]
+    pub capacity_msgs_out: f64,
+    /// Send-queue depth counted as 100%.
+    #[arg(long, env = "HERALD_CAPACITY_QUEUE", default_value_t = Capacity::default().queue_depth)]
+    pub capacity_queue: f64,
+    /// p99 publish-to-socket latency counted as 100%.
+    #[arg(long, env = "HERALD_CAPACITY_P99", default_value = "50ms", value_parser = parse_duration)]
+    pub capacity_p99: Duration,
+    /// Edge RSS counted as 100%, in MiB.
+    #[arg(long, env = "HERALD_CAPACITY_MEMORY_MIB", default_value_t = Capacity::default().rss_mib)]
+    pub capacity_memory_mib: f64,
+
+    /// Lowest weight a healthy edge gets, in percent of its configured weight: even an
+    /// over-capacity fleet never drives an edge to 0.
+    #[arg(long, env = "HERALD_FLOOR", default_value_t = Policy::default().floor)]
+    pub floor: u32,
+    /// Highest weight, in percent (HAProxy caps the effective weight at 256).
+    #[arg(long, env = "HERALD_CEILING", default_value_t = Policy::default().ceiling)]
+    pub ceiling: u32,
+    /// Smoothing of load scores between evaluations (0: none, towards 1: slower).
+    #[arg(long, env = "HERALD_SMOOTHING", default_value_t = Policy::default().smoothing)]
+    pub smoothing: f64,
+    /// A weight moves only when the new one differs by at least this many percent
+    /// points: stops weights from flapping on noise.
+    #[arg(long, env = "HERALD_HYSTERESIS", default_value_t = Policy::default().hysteresis)]
+    pub hysteresis: u32,
+}
+
+/// A configuration that parsed but cannot work.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("--etcd endpoint {0:?} must look like http://host:port")]
+    EtcdEndpoint(String),
+    #[error("--floor ({0}) must be between 1 and --ceiling ({1}), and --ceiling at most 256")]
+    Range(u32, u32),
+    #[error("--smoothing must be in [0, 1)")]
+    Smoothing,
+    #[error("signal weights must be non-negative, and at least one above 0")]
+    Weights,
+    #[error("capacities must be above 0")]
+    Capacity,
+    #[error("--interval must be at least 100ms and --stale-after longer than it")]
+    Timing,
+}
+
+impl Config {
+    /// Cross-field checks clap cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(bad) = self.etcd.iter().find(|e| !is_etcd_endpoint(e)) {
+            return Err(ConfigError::EtcdEndpoint(bad.clone()));
+        }
+        if self.floor < 1 || self.floor > self.ceiling || self.ceiling > 256 {
+            return Err(ConfigError::Range(self.floor, self.ceiling));
+        }
+        if !(0.0..1.0).contains(&self.smoothing) {
+            return Err(ConfigError::Smoothing);
+        }
+        let w = self.policy().weights;
+        let all = [w.cpu, w.msgs_out, w.connections, w.queue, w.p99, w.memory];
+        if all.iter().any(|x| !x.is_finite() || *x < 0.0) || all.iter().sum::<f64>() <= 0.0 {
+            return Err(ConfigError::Weights);
+        }
+        let c = self.policy().capacity;
+        let caps = [c.msgs_out_per_s, c.queue_depth, c.p99_us, c.rss_mib];
+        if caps.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+            return Err(ConfigError::Capacity);
+        }
+        if self.interval < Duration::from_millis(100) || self.stale_after <= self.interval {
+            return Err(ConfigError::Timing);
+        }
+        Ok(())
+    }
+
+    /// The scoring policy these flags describe.
+    pub fn policy(&self) -> Policy {
+        Policy {
+            weights: SignalWeights {
+                cpu: self.weight_cpu,
+                msgs_out: self.weight_msgs_out,
+                connections: self.weight_connections,
+                queue: self.weight_queue,
+                p99: self.weight_p99,
+                memory: self.weight_memory,
+            },
+            capacity: Capacity {
+                msgs_out_per_s: self.capacity_msgs_out,
+                queue_depth: self.capacity_queue,
+                p99_us: self.capacity_p99.as_secs_f64() * 1e6,
+                rss_mib: self.capacity_memory_mib,
+            },
+            floor: self.floor,
+            ceiling: self.ceiling,
+            smoothing: self.smoothing,
+            hysteresis: self.hysteresis,
+            stale_after: self.stale_after,
+        }
+    }
+
+    /// This instance's name: `--herald-id`, or `herald-<agent port>`.
+    pub fn herald_id(&self) -> String {
+        self.herald_id
+            .clone()
+            .unwrap_or_else(|| format!("herald-{}", self.agent_listen.port()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &[&str]) -> Config {
+        let mut args = vec!["herald", "--etcd", "http://127.0.0.1:2379"];
+        args.extend_from_slice(extra);
+        Config::try_parse_from(args).unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert_eq!(config(&[]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn cross_field_rules() {
+        let bad = [
+            (vec!["--floor", "0"], "--floor"),
+            (vec!["--floor", "50", "--ceiling", "40"], "--floor"),
+            (vec!["--ceiling", "300"], "at most 256"),
+            (vec!["--smoothing", "1"], "smoothing"),
+            (vec!["--weight-cpu=-1"], "non-negative"),
+            (
+                vec![
+                    "--weight-cpu",
+                    "0",
+                    "--weight-msgs-out",
+                    "0",
+                    "--weight-connections",
+                    "0",
+                    "--weight-queue",
+                    "0",
+                    "--weight-p99",
+                    "0",
+                    "--weight-memory",
+                    "0",
+                ],
+                "at least one",
+            ),
+            (vec!["--capacity-msgs-out", "0"], "capacities"),
+            (
+                vec!["--stale-after", "1s", "--interval", "1s"],
+                "stale-after",
+            ),
+        ];
+        for (args, expected) in bad {
+            let e = config(&args).validate().unwrap_err().to_string();
+            assert!(e.contains(expected), "{args:?}: {e}");
+        }
+    }
+}

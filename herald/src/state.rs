@@ -1,0 +1,45 @@
+//! What herald's tasks share: the latest evaluation, recent decisions, and whether
+//! this instance leads. Written by the evaluate loop, read by the agent-check
+//! server and the status page.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use serde::Serialize;
+
+use crate::score::{Change, EdgeView};
+
+/// Decisions kept for the status page.
+pub const RECENT: usize = 100;
+
+/// One logged decision.
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// ms since the UNIX epoch.
+    pub at_ms: u64,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct State {
+    pub herald_id: String,
+    pub leader: bool,
+    /// No report changed anywhere for `stale_after`: etcd is presumed unreachable
+    /// and every weight is held as it was.
+    pub holding: bool,
+    pub views: BTreeMap<String, EdgeView>,
+    pub recent: VecDeque<Decision>,
+    pub agent_checks: u64,
+    /// Runtime API pushes that HAProxy accepted, and that failed.
+    pub pushes: u64,
+    pub push_errors: u64,
+}
+
+impl State {
+    pub fn record(&mut self, at_ms: u64, change: Change) {
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(Decision { at_ms, change });
+    }
+}
