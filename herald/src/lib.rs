@@ -9,7 +9,8 @@
 //!   to weights (no I/O);
 //! - [`agent`]: the HAProxy agent-check server; [`election`]: leadership via etcd;
 //! - [`state`]: what the tasks share; [`http`]: `/status` and the live page;
-//! - [`haproxy`]: the HAProxy runtime API client (weights, states, addresses);
+//! - [`slots`]: which server-template slot holds which edge, and the runtime
+//!   commands to get there; [`haproxy`]: the runtime API client;
 //! - [`config`]: flags; [`run`]: wiring.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -22,4 +23,5 @@ pub mod haproxy;
 pub mod http;
 pub mod run;
 pub mod score;
+pub mod slots;
 pub mod state;
