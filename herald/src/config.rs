@@ -25,6 +25,14 @@ pub struct Config {
     #[arg(long, env = "HERALD_ID")]
     pub herald_id: Option<String>,
 
+    /// StatsD address (`host:port`); metrics are off without it.
+    #[arg(long, env = "PUSHFLEET_STATSD")]
+    pub statsd: Option<SocketAddr>,
+
+    /// Prefix of every StatsD metric name.
+    #[arg(long, env = "PUSHFLEET_STATSD_PREFIX", default_value = "pushfleet")]
+    pub statsd_prefix: String,
+
     /// HAProxy agent-check listener: HAProxy connects here and `agent-send`s the edge id.
     #[arg(long, env = "HERALD_AGENT_LISTEN", default_value = "0.0.0.0:5555")]
     pub agent_listen: SocketAddr,

@@ -7,6 +7,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, App, HttpServer};
+use cadence::{Counted, Gauged, StatsdClient};
 use pushfleet_protocol::registry::edges_prefix;
 use pushfleet_server::etcd::{self, Records};
 use tokio::signal::unix::{signal, SignalKind};
@@ -55,7 +56,15 @@ pub fn run(
         agent_listener.set_nonblocking(true)?;
         let agent_listener = tokio::net::TcpListener::from_std(agent_listener)?;
         actix_web::rt::spawn(agent::serve(agent_listener, state.clone()));
-        actix_web::rt::spawn(evaluate(config.clone(), records, leader, state.clone()));
+        let statsd = pushfleet_server::statsd::client(
+            config.statsd,
+            &format!(
+                "{}.herald.{}",
+                config.statsd_prefix,
+                pushfleet_server::statsd::path_part(&config.herald_id())
+            ),
+        )?;
+        actix_web::rt::spawn(evaluate(config.clone(), records, leader, state.clone(), statsd));
 
         let data = web::Data::new(state);
         let server =
@@ -83,6 +92,22 @@ pub fn run(
     Ok(())
 }
 
+/// StatsD, every evaluation: per-edge weight and load (one series per edge, bounded
+/// by the fleet), and herald's own state. Names in `docs/METRICS.md`.
+fn report(client: &StatsdClient, evaluator: &Evaluator, leader: bool, changes: usize) {
+    for view in evaluator.views().values() {
+        let edge = pushfleet_server::statsd::path_part(&view.id);
+        let _ = client.gauge(&format!("weight.{edge}"), u64::from(view.percent));
+        let _ = client.gauge(&format!("load_permille.{edge}"), (view.load * 1000.0) as u64);
+    }
+    let _ = client.gauge("edges", evaluator.views().len() as u64);
+    let _ = client.gauge("leader", u64::from(leader));
+    let _ = client.gauge("holding", u64::from(evaluator.holding));
+    if changes > 0 {
+        let _ = client.count("decisions", changes as u64);
+    }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -96,6 +121,7 @@ async fn evaluate(
     records: watch::Receiver<Records>,
     leader: watch::Receiver<bool>,
     state: Arc<RwLock<State>>,
+    statsd: Option<Arc<StatsdClient>>,
 ) {
     let policy: Policy = config.policy();
     let mut fleet = Fleet::default();
@@ -117,6 +143,9 @@ async fn evaluate(
         }
         for c in &changes {
             info!(edge = %c.id, from = ?c.from, to = ?c.to, reason = %c.reason, "weight changed");
+        }
+        if let Some(client) = &statsd {
+            report(client, &evaluator, *leader.borrow(), changes.len());
         }
         let Ok(mut s) = state.write() else { continue };
         s.views = evaluator.views().clone();
