@@ -1,7 +1,8 @@
 //! The HAProxy agent-check server.
 //!
 //! HAProxy connects to one TCP port, sends its `agent-send` string (herald has each
-//! server send its edge id), and reads one line in the HAProxy 2.6 grammar:
+//! server send its edge id, with or without a newline), and reads one line in the
+//! HAProxy 2.6 grammar:
 //!
 //! - a known, ready edge: `NN% ready` (weight in percent of the configured weight);
 //! - a draining edge: `drain` (no new connections; existing ones stay);
@@ -23,6 +24,8 @@ use crate::state::State;
 
 /// Longest wait for HAProxy's `agent-send` line.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// After the first bytes, how long a pause ends the name.
+const QUIET: Duration = Duration::from_millis(20);
 /// Longest name accepted.
 const MAX_LINE: usize = 256;
 
@@ -52,21 +55,27 @@ pub async fn serve(listener: TcpListener, state: Arc<RwLock<State>>) {
 async fn answer(mut stream: TcpStream, state: Arc<RwLock<State>>) {
     let mut buf = [0u8; MAX_LINE];
     let mut len = 0;
-    // Read up to a newline; HAProxy may also send nothing (no agent-send).
-    let _ = tokio::time::timeout(READ_TIMEOUT, async {
-        while len < MAX_LINE {
-            match stream.read(&mut buf[len..]).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    len += n;
-                    if buf[..len].contains(&b'\n') {
-                        break;
-                    }
+    // HAProxy sends its `agent-send` text in one write right after connecting, with
+    // a newline when configured in haproxy.cfg but without one when set over the
+    // runtime API (which cannot express it). So: answer at a newline, or once the
+    // text has stopped coming for a moment, or, if nothing comes, after a timeout.
+    let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
+    while len < MAX_LINE {
+        let wait = if len == 0 {
+            deadline.saturating_duration_since(tokio::time::Instant::now())
+        } else {
+            QUIET
+        };
+        match tokio::time::timeout(wait, stream.read(&mut buf[len..])).await {
+            Ok(Ok(n)) if n > 0 => {
+                len += n;
+                if buf[..len].contains(&b'\n') {
+                    break;
                 }
             }
+            _ => break,
         }
-    })
-    .await;
+    }
     let name = String::from_utf8_lossy(&buf[..len]);
     let name = name.trim();
     let text = match state.read() {

@@ -41,6 +41,24 @@ pub struct Config {
     #[arg(long, env = "HERALD_HTTP_LISTEN", default_value = "127.0.0.1:8090")]
     pub http_listen: SocketAddr,
 
+    /// HAProxy runtime API sockets to push weights, states and fleet membership to
+    /// (the leader only): `unix:/run/haproxy/admin.sock` or `127.0.0.1:9999`,
+    /// comma-separated. Without it herald only answers agent checks.
+    #[arg(long, env = "HERALD_HAPROXY_RUNTIME", value_delimiter = ',')]
+    pub haproxy_runtime: Vec<String>,
+
+    /// The HAProxy backend holding the edges.
+    #[arg(long, env = "HERALD_HAPROXY_BACKEND", default_value = "edges")]
+    pub haproxy_backend: String,
+
+    /// Name prefix of the backend's `server-template` slots (`edge` → edge1, edge2, …).
+    #[arg(long, env = "HERALD_HAPROXY_SLOT_PREFIX", default_value = "edge")]
+    pub haproxy_slot_prefix: String,
+
+    /// Number of `server-template` slots (the N of `1-N` in haproxy.cfg).
+    #[arg(long, env = "HERALD_HAPROXY_SLOTS", default_value_t = 16)]
+    pub haproxy_slots: u32,
+
     /// How often scores and weights are recomputed.
     #[arg(long, env = "HERALD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
@@ -109,6 +127,8 @@ pub enum ConfigError {
     Capacity,
     #[error("--interval must be at least 100ms and --stale-after longer than it")]
     Timing,
+    #[error("--haproxy-runtime {0:?}: {1}")]
+    Runtime(String, String),
 }
 
 impl Config {
@@ -135,6 +155,11 @@ impl Config {
         }
         if self.interval < Duration::from_millis(100) || self.stale_after <= self.interval {
             return Err(ConfigError::Timing);
+        }
+        for addr in &self.haproxy_runtime {
+            if let Err(e) = crate::haproxy::RuntimeAddr::parse(addr) {
+                return Err(ConfigError::Runtime(addr.clone(), e.to_string()));
+            }
         }
         Ok(())
     }

@@ -21,6 +21,7 @@ pub mod election;
 pub mod fleet;
 pub mod haproxy;
 pub mod http;
+pub mod push;
 pub mod run;
 pub mod score;
 pub mod slots;

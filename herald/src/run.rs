@@ -16,7 +16,10 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::fleet::Fleet;
+use crate::haproxy::{Client, RuntimeAddr};
+use crate::push::{Outcome, Pusher};
 use crate::score::{Evaluator, Policy};
+use crate::slots::Slots;
 use crate::state::State;
 use crate::{agent, election, http};
 
@@ -64,7 +67,13 @@ pub fn run(
                 pushfleet_server::statsd::path_part(&config.herald_id())
             ),
         )?;
-        actix_web::rt::spawn(evaluate(config.clone(), records, leader, state.clone(), statsd));
+        actix_web::rt::spawn(evaluate(
+            config.clone(),
+            records,
+            leader,
+            state.clone(),
+            statsd,
+        ));
 
         let data = web::Data::new(state);
         let server =
@@ -98,7 +107,10 @@ fn report(client: &StatsdClient, evaluator: &Evaluator, leader: bool, changes: u
     for view in evaluator.views().values() {
         let edge = pushfleet_server::statsd::path_part(&view.id);
         let _ = client.gauge(&format!("weight.{edge}"), u64::from(view.percent));
-        let _ = client.gauge(&format!("load_permille.{edge}"), (view.load * 1000.0) as u64);
+        let _ = client.gauge(
+            &format!("load_permille.{edge}"),
+            (view.load * 1000.0) as u64,
+        );
     }
     let _ = client.gauge("edges", evaluator.views().len() as u64);
     let _ = client.gauge("leader", u64::from(leader));
@@ -124,6 +136,19 @@ async fn evaluate(
     statsd: Option<Arc<StatsdClient>>,
 ) {
     let policy: Policy = config.policy();
+    let clients: Vec<Client> = config
+        .haproxy_runtime
+        .iter()
+        .filter_map(|a| RuntimeAddr::parse(a).ok())
+        .map(Client::new)
+        .collect();
+    let mut pusher = (!clients.is_empty()).then(|| {
+        Pusher::new(
+            clients,
+            config.haproxy_backend.clone(),
+            Slots::new(&config.haproxy_slot_prefix, config.haproxy_slots),
+        )
+    });
     let mut fleet = Fleet::default();
     let mut evaluator = Evaluator::default();
     let mut tick = tokio::time::interval(config.interval);
@@ -144,13 +169,31 @@ async fn evaluate(
         for c in &changes {
             info!(edge = %c.id, from = ?c.from, to = ?c.to, reason = %c.reason, "weight changed");
         }
+        let leading = *leader.borrow();
         if let Some(client) = &statsd {
-            report(client, &evaluator, *leader.borrow(), changes.len());
+            report(client, &evaluator, leading, changes.len());
+        }
+        let outcome = match pusher.as_mut() {
+            Some(p) if leading => p.round(evaluator.views()).await,
+            Some(p) => {
+                p.reset();
+                Outcome::default()
+            }
+            None => Outcome::default(),
+        };
+        if let (Some(client), true) = (&statsd, outcome.pushed + outcome.failed > 0) {
+            let _ = client.count("haproxy.pushes", outcome.pushed);
+            let _ = client.count("haproxy.push_errors", outcome.failed);
         }
         let Ok(mut s) = state.write() else { continue };
         s.views = evaluator.views().clone();
         s.holding = evaluator.holding;
-        s.leader = *leader.borrow();
+        s.leader = leading;
+        s.pushes += outcome.pushed;
+        s.push_errors += outcome.failed;
+        if let Some(p) = &pusher {
+            s.slots = p.table();
+        }
         let at = now_ms();
         for c in changes {
             s.record(at, c);

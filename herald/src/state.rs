@@ -33,6 +33,8 @@ pub struct State {
     /// Runtime API pushes that HAProxy accepted, and that failed.
     pub pushes: u64,
     pub push_errors: u64,
+    /// HAProxy server-template slot → edge id (on the leader, with a runtime API).
+    pub slots: BTreeMap<String, String>,
 }
 
 impl State {

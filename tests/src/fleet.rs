@@ -219,7 +219,12 @@ pub struct Herald {
 impl Herald {
     /// Starts herald against `etcd` with extra flags; waits for its status page.
     pub fn start(etcd: &str, extra: &[&str]) -> Herald {
-        let agent_port = free_port();
+        Self::start_on(etcd, free_port(), extra)
+    }
+
+    /// The same, with the agent-check port chosen by the caller (HAProxy's config
+    /// names it before herald starts).
+    pub fn start_on(etcd: &str, agent_port: u16, extra: &[&str]) -> Herald {
         let http_port = free_port();
         let mut args: Vec<String> = vec![
             "--etcd".into(),

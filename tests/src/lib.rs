@@ -8,6 +8,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod fleet;
+pub mod haproxy;
 pub mod process;
 pub mod py;
 pub mod raw;

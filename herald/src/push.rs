@@ -1,0 +1,126 @@
+//! The leader's hands on HAProxy: executes the [`Slots`] plan over the runtime API
+//! of every configured HAProxy, so weights and states change at once (agent checks
+//! only poll every `agent-inter`) and edges join and leave without a reload.
+
+use std::collections::BTreeMap;
+
+use tracing::{info, warn};
+
+use crate::haproxy::{Client, ServerAdmin};
+use crate::score::EdgeView;
+use crate::slots::{Command, Existing, Slots};
+
+/// Runtime API targets and the slot table they share.
+pub struct Pusher {
+    clients: Vec<Client>,
+    backend: String,
+    slots: Slots,
+    adopted: bool,
+}
+
+/// What one round did.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Outcome {
+    pub pushed: u64,
+    pub failed: u64,
+}
+
+impl Pusher {
+    pub fn new(clients: Vec<Client>, backend: String, slots: Slots) -> Self {
+        Self {
+            clients,
+            backend,
+            slots,
+            adopted: false,
+        }
+    }
+
+    /// Forget what was pushed: the next round (on becoming leader again) first adopts
+    /// what HAProxy shows, then pushes everything.
+    pub fn reset(&mut self) {
+        self.adopted = false;
+    }
+
+    /// Slot → edge.
+    pub fn table(&self) -> BTreeMap<String, String> {
+        self.slots.table()
+    }
+
+    /// One round: adopt if needed, plan, execute.
+    pub async fn round(&mut self, views: &BTreeMap<String, EdgeView>) -> Outcome {
+        let mut outcome = Outcome::default();
+        if !self.adopted {
+            let Some(first) = self.clients.first() else {
+                return outcome;
+            };
+            match first.servers(&self.backend).await {
+                Ok(servers) => {
+                    let existing: Vec<Existing> = servers
+                        .iter()
+                        .filter_map(|s| {
+                            Some(Existing {
+                                slot: s.name.clone(),
+                                addr: s.socket_addr()?,
+                                maint: s.admin_state.is_maint(),
+                            })
+                        })
+                        .collect();
+                    self.slots.adopt(&existing, views);
+                    self.adopted = true;
+                    info!(slots = ?self.slots.table(), "adopted HAProxy's slots");
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot read HAProxy's servers; retrying next round");
+                    outcome.failed += 1;
+                    return outcome;
+                }
+            }
+        }
+        let plan = self.slots.plan(views);
+        for command in plan {
+            let mut ok = true;
+            for client in &self.clients {
+                if let Err(e) = execute(client, &self.backend, &command).await {
+                    warn!(runtime = %client.addr(), ?command, error = %e, "HAProxy refused a change");
+                    ok = false;
+                }
+            }
+            if ok {
+                outcome.pushed += 1;
+            } else {
+                outcome.failed += 1;
+                self.slots.failed(command.slot());
+            }
+        }
+        outcome
+    }
+}
+
+async fn execute(
+    client: &Client,
+    backend: &str,
+    command: &Command,
+) -> Result<(), crate::haproxy::HaproxyError> {
+    match command {
+        Command::Fill {
+            slot,
+            edge,
+            ip,
+            port,
+        } => {
+            client.set_addr(backend, slot, *ip, *port).await?;
+            // The agent check of this slot names the edge, for every herald instance.
+            // (The runtime API cannot carry a newline; the agent server copes.)
+            client.set_agent_send(backend, slot, edge).await?;
+            info!(%slot, %edge, %ip, port, "edge placed in HAProxy");
+            Ok(())
+        }
+        Command::Weight { slot, percent } => client.set_weight(backend, slot, *percent).await,
+        Command::Ready { slot } => client.set_state(backend, slot, ServerAdmin::Ready).await,
+        Command::Drain { slot } => client.set_state(backend, slot, ServerAdmin::Drain).await,
+        Command::Empty { slot } => {
+            info!(%slot, "edge gone: slot back to maintenance");
+            client.set_state(backend, slot, ServerAdmin::Maint).await
+        }
+    }
+}
