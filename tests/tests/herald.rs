@@ -169,11 +169,19 @@ fn herald_holds_weights_without_etcd_and_a_follower_takes_over_from_a_dead_leade
     });
 
     // etcd dies: h2 keeps the last weights and says so.
-    let _gone = etcd.kill();
+    let (client_port, peer_port, data_dir) = etcd.kill();
     let held = eventually(Duration::from_secs(10), "holding", || {
         let s = second.status();
         (s["holding"] == true).then_some(s)
     });
     assert_eq!(held["views"]["a"]["verdict"], "ready", "{held}");
     assert_eq!(second.agent_check("a"), "100% ready\n");
+
+    // etcd returns: reports flow again, herald stops holding and leads again.
+    let _etcd = Etcd::start_on(client_port, peer_port, Some(data_dir));
+    eventually(Duration::from_secs(20), "recovered", || {
+        let s = second.status();
+        (s["holding"] == false && s["leader"] == true && s["views"]["a"]["verdict"] == "ready")
+            .then_some(())
+    });
 }
