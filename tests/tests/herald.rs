@@ -69,17 +69,20 @@ fn a_hot_edge_gets_a_lower_weight_and_agent_checks_say_so() {
     );
     eventually(
         Duration::from_secs(10),
-        "three edges seen, all at 100%",
+        "three edges seen and ready",
         || {
             let s = herald.status();
             (s["views"].as_object().map(|v| v.len()) == Some(3)
                 && ["hot", "cool-1", "cool-2"]
                     .iter()
-                    .all(|id| percent(&s, id) == 100))
+                    .all(|id| s["views"][id]["verdict"] == "ready"))
             .then_some(())
         },
     );
-    assert_eq!(herald.agent_check("hot"), "100% ready\n");
+    // Idle edges weigh about the same (their idle CPU differs a little).
+    let reply = herald.agent_check("hot");
+    let idle: u64 = reply.trim_end_matches("% ready\n").parse().unwrap();
+    assert!((80..=125).contains(&idle), "{reply}");
 
     let _ticker = publish_cli_background(
         &[
