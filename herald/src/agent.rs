@@ -7,8 +7,10 @@
 //! - a known, ready edge: `NN% ready` (weight in percent of the configured weight);
 //! - a draining edge: `drain` (no new connections; existing ones stay);
 //! - a stale edge (no fresh report): the floor, `NN% ready`;
-//! - an unknown name (an edge herald has not heard of, or no `agent-send`): `ready`,
-//!   which leaves the weight as it is; HAProxy's health check still decides up/down.
+//! - an unknown name (an edge herald has not heard of, an empty slot, or no
+//!   `agent-send`): `up`, which changes neither weight nor admin state. (`ready`
+//!   would be wrong there: HAProxy runs agent checks on servers in maintenance too,
+//!   and `ready` takes them out of it, putting an empty slot in rotation.)
 //!
 //! When etcd is unreachable herald keeps answering with the last weights it had.
 //! Every herald instance answers agent checks, leader or not.
@@ -33,7 +35,7 @@ const MAX_LINE: usize = 256;
 pub fn reply(state: &State, name: &str) -> String {
     match state.views.get(name) {
         Some(view) => view.agent_reply(),
-        None => "ready\n".to_owned(),
+        None => "up\n".to_owned(),
     }
 }
 
@@ -80,7 +82,7 @@ async fn answer(mut stream: TcpStream, state: Arc<RwLock<State>>) {
     let name = name.trim();
     let text = match state.read() {
         Ok(s) => reply(&s, name),
-        Err(_) => "ready\n".to_owned(),
+        Err(_) => "up\n".to_owned(),
     };
     if let Ok(mut s) = state.write() {
         s.agent_checks += 1;

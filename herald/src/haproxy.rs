@@ -384,6 +384,20 @@ impl Client {
     }
 
     /// A command whose only successful reply is an empty one.
+    /// `enable agent b/s` / `disable agent b/s`: whether the server's agent check
+    /// runs. An empty slot's agent is disabled, because HAProxy runs agent checks on
+    /// servers in maintenance too and a `ready` reply would take the slot out of it.
+    pub async fn set_agent(
+        &self,
+        backend: &str,
+        server: &str,
+        enabled: bool,
+    ) -> Result<(), HaproxyError> {
+        let target = target(backend, server)?;
+        let verb = if enabled { "enable" } else { "disable" };
+        self.set(&format!("{verb} agent {target}")).await
+    }
+
     async fn set(&self, line: &str) -> Result<(), HaproxyError> {
         let reply = self.command(line).await?;
         let reply = reply.trim();

@@ -112,6 +112,7 @@ async fn execute(
             // The agent check of this slot names the edge, for every herald instance.
             // (The runtime API cannot carry a newline; the agent server copes.)
             client.set_agent_send(backend, slot, edge).await?;
+            client.set_agent(backend, slot, true).await?;
             info!(%slot, %edge, %ip, port, "edge placed in HAProxy");
             Ok(())
         }
@@ -120,7 +121,9 @@ async fn execute(
         Command::Drain { slot } => client.set_state(backend, slot, ServerAdmin::Drain).await,
         Command::Empty { slot } => {
             info!(%slot, "edge gone: slot back to maintenance");
-            client.set_state(backend, slot, ServerAdmin::Maint).await
+            client.set_state(backend, slot, ServerAdmin::Maint).await?;
+            // Its agent would still name the gone edge; silence it.
+            client.set_agent(backend, slot, false).await
         }
     }
 }

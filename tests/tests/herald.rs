@@ -116,7 +116,7 @@ fn a_hot_edge_gets_a_lower_weight_and_agent_checks_say_so() {
     assert!(herald.agent_check("cool-1").ends_with("% ready\n"));
     assert_eq!(
         herald.agent_check("nobody"),
-        "ready\n",
+        "up\n",
         "unknown names leave weights alone"
     );
     assert!(
