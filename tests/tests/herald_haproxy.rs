@@ -92,6 +92,10 @@ fn weight(haproxy: &Haproxy, slot: &str) -> u32 {
         .unwrap_or(0)
 }
 
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 fn connections(edge: &Edge) -> u64 {
     edge.stats()["connections"].as_u64().unwrap()
 }
@@ -102,10 +106,11 @@ fn herald_fills_haproxy_moves_weights_off_a_hot_edge_and_follows_the_fleet() {
     let relay = Relay::start(&[]);
     let agent_port = free_port();
     let haproxy = Haproxy::start(4, agent_port);
-    let herald = Herald::start_on(
-        &etcd.endpoint(),
-        agent_port,
-        &[
+    let runtime = haproxy.runtime_addr();
+    let flags = |id: &str| -> Vec<String> {
+        [
+            "--herald-id",
+            id,
             "--interval",
             "300ms",
             "--stale-after",
@@ -113,11 +118,20 @@ fn herald_fills_haproxy_moves_weights_off_a_hot_edge_and_follows_the_fleet() {
             "--capacity-msgs-out",
             "500",
             "--haproxy-runtime",
-            &haproxy.runtime_addr(),
+            runtime.as_str(),
             "--haproxy-slots",
             "4",
-        ],
-    );
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let mut herald = Herald::start_on(&etcd.endpoint(), agent_port, &strs(&flags("h1")));
+    eventually(Duration::from_secs(10), "h1 leads", || {
+        (herald.status()["leader"] == true).then_some(())
+    });
+    // A second instance stands by (its agent port is not the one HAProxy asks).
+    let standby = Herald::start(&etcd.endpoint(), &strs(&flags("h2")));
     let mut edges: Vec<Edge> = ["hot", "cool-1", "cool-2"]
         .iter()
         .map(|id| edge(&relay, &etcd, id))
@@ -199,6 +213,31 @@ fn herald_fills_haproxy_moves_weights_off_a_hot_edge_and_follows_the_fleet() {
                 .map(|_| ())
         },
     );
+    let agent_checks = herald.status()["agent_checks"].as_u64().unwrap();
+    assert!(agent_checks > 0, "HAProxy's agent checks reach herald");
+    let before: Vec<_> = servers(&haproxy)
+        .into_iter()
+        .filter(|(.., maint)| !maint)
+        .collect();
+
+    // The leader dies; the standby takes over, adopts HAProxy's slots as they are
+    // (nothing moves), and places the next edge itself.
+    herald.service.kill();
+    eventually(Duration::from_secs(15), "h2 leads", || {
+        (standby.status()["leader"] == true).then_some(())
+    });
+    eventually(Duration::from_secs(5), "h2 adopted the slots", || {
+        (standby.status()["slots"].as_object().map(|m| m.len()) == Some(before.len())).then_some(())
+    });
+    let after: Vec<_> = servers(&haproxy)
+        .into_iter()
+        .filter(|(.., maint)| !maint)
+        .collect();
+    assert_eq!(
+        before.iter().map(|(s, a, ..)| (s, a)).collect::<Vec<_>>(),
+        after.iter().map(|(s, a, ..)| (s, a)).collect::<Vec<_>>(),
+        "a leader change moved slots"
+    );
     // A new edge joins without a reload.
     edges.push(edge(&relay, &etcd, "late"));
     eventually(
@@ -206,6 +245,4 @@ fn herald_fills_haproxy_moves_weights_off_a_hot_edge_and_follows_the_fleet() {
         "the new edge placed and up",
         || slot_of(&haproxy, &edges[3]),
     );
-    // The agent checks reach herald and name the edges (agent-send set per slot).
-    assert!(herald.status()["agent_checks"].as_u64().unwrap() > 0);
 }
