@@ -106,6 +106,9 @@ pub struct Config {
     /// Smoothing of load scores between evaluations (0: none, towards 1: slower).
     #[arg(long, env = "HERALD_SMOOTHING", default_value_t = Policy::default().smoothing)]
     pub smoothing: f64,
+    /// How fast weights follow a load difference, per evaluation (0 < gain ≤ 1).
+    #[arg(long, env = "HERALD_GAIN", default_value_t = Policy::default().gain)]
+    pub gain: f64,
     /// A weight moves only when the new one differs by at least this many percent
     /// points: stops weights from flapping on noise.
     #[arg(long, env = "HERALD_HYSTERESIS", default_value_t = Policy::default().hysteresis)]
@@ -121,6 +124,8 @@ pub enum ConfigError {
     Range(u32, u32),
     #[error("--smoothing must be in [0, 1)")]
     Smoothing,
+    #[error("--gain must be in (0, 1]")]
+    Gain,
     #[error("signal weights must be non-negative, and at least one above 0")]
     Weights,
     #[error("capacities must be above 0")]
@@ -142,6 +147,9 @@ impl Config {
         }
         if !(0.0..1.0).contains(&self.smoothing) {
             return Err(ConfigError::Smoothing);
+        }
+        if !(self.gain > 0.0 && self.gain <= 1.0) {
+            return Err(ConfigError::Gain);
         }
         let w = self.policy().weights;
         let all = [w.cpu, w.msgs_out, w.connections, w.queue, w.p99, w.memory];
@@ -184,6 +192,7 @@ impl Config {
             floor: self.floor,
             ceiling: self.ceiling,
             smoothing: self.smoothing,
+            gain: self.gain,
             hysteresis: self.hysteresis,
             stale_after: self.stale_after,
         }
@@ -219,6 +228,7 @@ mod tests {
             (vec!["--floor", "50", "--ceiling", "40"], "--floor"),
             (vec!["--ceiling", "300"], "at most 256"),
             (vec!["--smoothing", "1"], "smoothing"),
+            (vec!["--gain", "0"], "gain"),
             (vec!["--weight-cpu=-1"], "non-negative"),
             (
                 vec![

@@ -6,13 +6,18 @@
 //! edge's load is the weighted mean of those, smoothed over evaluations
 //! (`L = s·L_previous + (1 − s)·load`).
 //!
-//! **Weight.** Relative to the fleet: `percent = 100 × mean load / edge load`
-//! (with a small constant added to both, so idle edges do not divide by zero), so
-//! an edge twice as loaded as the average gets half the new connections of an
-//! average one, and the fleet's mean weight stays near 100%. The result is clamped
-//! to `[floor, ceiling]`: the floor keeps every healthy edge in rotation even when
-//! the whole fleet is over capacity. A weight moves only when the new value differs
-//! from the current one by at least `hysteresis` points.
+//! **Weight.** Feedback, not a formula: every evaluation each serving edge's level is
+//! multiplied by `(mean load / edge load)^gain` (a small constant added to both
+//! loads so idle edges do not divide by zero; differences under 5% ignored), the
+//! levels are scaled so their mean is 100%, and clamped to `[floor, ceiling]`. An
+//! edge hotter than the fleet keeps losing weight, a cooler one keeps gaining, for
+//! as long as the difference lasts, and weights hold once loads are even. A plain
+//! `100% × mean / load` would not do: HAProxy's `leastconn` divides connection
+//! counts by weights, and idle connections count in full, so a one-shot weight
+//! leaves an edge full of idle sockets under-used (measured in
+//! `docs/BENCHMARKS.md`, "Balance"). The floor keeps every healthy edge in rotation
+//! even when the whole fleet is over capacity; the ceiling is HAProxy's limit
+//! (256%). A published weight moves only by at least `hysteresis` points.
 //!
 //! **States.** A draining edge is `drain` (HAProxy sends it nothing new). An edge
 //! whose report stopped changing for `stale_after` is `stale` and gets the floor: it
@@ -28,6 +33,10 @@ use serde::Serialize;
 
 /// Added to loads before dividing: below ~5% of capacity, differences are noise.
 const IDLE: f64 = 0.05;
+/// Load ratios this close to 1 count as even: no weight change on noise.
+const DEAD_BAND: f64 = 0.05;
+/// The level a new edge starts at.
+const START: f64 = 100.0;
 
 /// Relative weight of each signal in the load score.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -86,6 +95,9 @@ pub struct Policy {
     pub floor: u32,
     pub ceiling: u32,
     pub smoothing: f64,
+    /// How fast levels follow a load difference: the exponent of the ratio applied
+    /// per evaluation (1: all at once, which overshoots; 0.5 settles in a few rounds).
+    pub gain: f64,
     pub hysteresis: u32,
     pub stale_after: Duration,
 }
@@ -96,8 +108,9 @@ impl Default for Policy {
             weights: SignalWeights::default(),
             capacity: Capacity::default(),
             floor: 10,
-            ceiling: 200,
+            ceiling: 256,
             smoothing: 0.5,
+            gain: 0.5,
             hysteresis: 5,
             stale_after: Duration::from_secs(5),
         }
@@ -164,6 +177,8 @@ pub struct EdgeView {
     pub verdict: Verdict,
     /// Weight in percent of the configured weight (0 when draining).
     pub percent: u32,
+    /// The continuous weight the feedback loop carries between evaluations.
+    pub level: f64,
     /// Smoothed load, 1.0 = at capacity.
     pub load: f64,
     pub signals: Signals,
@@ -249,10 +264,32 @@ impl Evaluator {
             serving.iter().sum::<f64>() / serving.len() as f64
         };
 
+        // Feedback on the serving edges' levels, then scaled to a mean of 100%.
+        let mut levels: BTreeMap<&str, f64> = BTreeMap::new();
+        for (id, received) in fleet {
+            if !fresh(received) || received.report.state != EdgeState::Ready {
+                continue;
+            }
+            let (load, _) = loads[id.as_str()];
+            let mut ratio = (mean + IDLE) / (load + IDLE);
+            if (ratio - 1.0).abs() < DEAD_BAND {
+                ratio = 1.0;
+            }
+            let previous = self.views.get(id).map_or(START, |v| v.level);
+            levels.insert(id, previous.max(1.0) * ratio.powf(policy.gain));
+        }
+        if !levels.is_empty() {
+            let scale = 100.0 * levels.len() as f64 / levels.values().sum::<f64>();
+            for level in levels.values_mut() {
+                *level = (*level * scale).clamp(f64::from(policy.floor), f64::from(policy.ceiling));
+            }
+        }
+
         let mut changes = Vec::new();
         for (id, received) in fleet {
             let (load, signals) = loads[id.as_str()];
             let previous = self.views.get(id).map(|v| (v.verdict, v.percent));
+            let level = levels.get(id.as_str()).copied();
             let (verdict, target, reason) = if received.report.state == EdgeState::Draining {
                 (Verdict::Drain, 0, "the edge is draining".to_owned())
             } else if !fresh(received) {
@@ -262,11 +299,9 @@ impl Evaluator {
                     format!("no fresh report for {:?}", policy.stale_after),
                 )
             } else {
-                let ideal = 100.0 * (mean + IDLE) / (load + IDLE);
-                let percent = (ideal.round() as u32).clamp(policy.floor, policy.ceiling);
                 (
                     Verdict::Ready,
-                    percent,
+                    level.unwrap_or(START).round() as u32,
                     format!("load {load:.2} against a fleet mean of {mean:.2}"),
                 )
             };
@@ -294,6 +329,7 @@ impl Evaluator {
                     address: received.report.address.clone(),
                     verdict,
                     percent,
+                    level: level.unwrap_or(START),
                     load,
                     signals,
                     report: received.report.clone(),
@@ -364,13 +400,52 @@ mod tests {
             now,
         );
         e.evaluate(&no_smoothing(), &f, now);
+        let first = e.views()["hot"].percent;
+        assert!(first < 100, "{first}");
+        // Feedback: while the difference lasts, the weights keep moving.
+        e.evaluate(&no_smoothing(), &f, now);
         let v = e.views();
-        assert!(v["hot"].percent < 60, "{}", v["hot"].percent);
+        assert!(
+            v["hot"].percent < first,
+            "{} then {}",
+            first,
+            v["hot"].percent
+        );
+        assert!(v["hot"].percent < 50, "{}", v["hot"].percent);
         assert!(v["a"].percent > 120, "{}", v["a"].percent);
         assert_eq!(v["a"].percent, v["b"].percent);
         assert_eq!(
             v["hot"].agent_reply(),
             format!("{}% ready\n", v["hot"].percent)
+        );
+    }
+
+    #[test]
+    fn weights_hold_once_loads_are_even() {
+        let now = Instant::now();
+        let mut e = Evaluator::default();
+        let uneven = fleet(
+            vec![report("a", 0.9, 50_000.0), report("b", 0.1, 100.0)],
+            now,
+        );
+        for _ in 0..3 {
+            e.evaluate(&no_smoothing(), &uneven, now);
+        }
+        let skewed: Vec<u32> = e.views().values().map(|v| v.percent).collect();
+        assert!(skewed[0] < skewed[1], "{skewed:?}");
+        let even = fleet(
+            vec![report("a", 0.5, 1000.0), report("b", 0.5, 1000.0)],
+            now,
+        );
+        for _ in 0..3 {
+            assert!(e.evaluate(&no_smoothing(), &even, now).is_empty());
+        }
+        let held: Vec<u32> = e.views().values().map(|v| v.percent).collect();
+        assert_eq!(skewed, held);
+        let mean = held.iter().sum::<u32>() as f64 / 2.0;
+        assert!(
+            (95.0..=105.0).contains(&mean),
+            "levels stay centred on 100%: {held:?}"
         );
     }
 

@@ -213,6 +213,7 @@ mod tests {
             address: format!("127.0.0.1:{port}"),
             verdict,
             percent,
+            level: f64::from(percent),
             load: 0.0,
             signals: Signals::default(),
             report: LoadReport {
