@@ -1612,6 +1612,11 @@ fn report_throughput(
 /// Which side's core ran out during an unpaced round, from the CPU figures.
 fn limit_hint(cpu: &CpuUse) -> &'static str {
     const BUSY: f64 = 90.0;
+    /// More than this much of a core spent elsewhere means the run shared the machine.
+    const ELSEWHERE: f64 = 10.0;
+    if cpu.elsewhere() > ELSEWHERE {
+        return "other load took part of the cores (see 'elsewhere'): rerun on a quiet machine";
+    }
     let tool = cpu.tool.0 >= BUSY;
     match cpu.relay.as_ref().map(|r| r.0 >= BUSY) {
         None if tool => "the tool's core was busy (relay CPU unknown: no --relay-pid)",

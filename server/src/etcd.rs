@@ -3,8 +3,8 @@
 //!
 //! Both loops outlive etcd outages by themselves. They retry every [`RETRY`]; a
 //! registration puts its record back under a fresh lease when etcd returns, and a
-//! follower resynchronises with one range read and then watches from the next
-//! revision. While etcd is away a follower keeps the last map it knew (fail-static):
+//! follower resumes its watch from the last revision it applied (or, if etcd lost
+//! that history, reads the prefix again and watches from there). While etcd is away a follower keeps the last map it knew (fail-static):
 //! the fleet goes on with what it had rather than with nothing. Debian's etcd 3.4
 //! lacks `RangeStream`, so only Range, Put, the lease calls and Watch are used.
 
@@ -151,17 +151,30 @@ async fn register_once(
 /// Key (with the prefix removed) → value of every record under a prefix.
 pub type Records = BTreeMap<String, String>;
 
+/// What a follower keeps between sessions with etcd.
+#[derive(Debug, Default)]
+struct Followed {
+    map: Records,
+    /// The last revision applied: a new session resumes watching right after it, so
+    /// nothing that happened while etcd was away is missed and nothing is re-read.
+    /// `None` when a full read is needed (first start, compaction, a lost history).
+    revision: Option<i64>,
+}
+
 /// Follows every key under `prefix` until `shutdown`, publishing the whole map on
-/// `records` whenever it changes.
+/// `records` whenever it changes: one range read, then a watch from the next
+/// revision; after an error or an etcd restart, the watch resumes from the last
+/// revision seen (a full read again only if etcd no longer has that history).
 pub async fn follow_prefix(
     endpoints: Vec<String>,
     prefix: String,
     records: watch::Sender<Records>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut followed = Followed::default();
     loop {
         tokio::select! {
-            result = follow_once(&endpoints, &prefix, &records) => {
+            result = follow_once(&endpoints, &prefix, &records, &mut followed) => {
                 if let Err(e) = result {
                     warn!(%prefix, error = %e, "etcd watch lost; keeping the last known records and retrying");
                 }
@@ -179,48 +192,70 @@ async fn follow_once(
     endpoints: &[String],
     prefix: &str,
     records: &watch::Sender<Records>,
+    followed: &mut Followed,
 ) -> Result<(), EtcdError> {
     let mut client = connect(endpoints).await?;
-    let listing = timed(
-        "get",
-        client.get(prefix, Some(GetOptions::new().with_prefix())),
-    )
-    .await?;
-    let revision = listing.header().map_or(0, |h| h.revision());
-    let mut map = Records::new();
-    for kv in listing.kvs() {
-        if let Some(name) = strip(prefix, kv.key()) {
-            map.insert(name, String::from_utf8_lossy(kv.value()).into_owned());
+    // Whatever happens next, a failure before the watch is established again means
+    // the next session starts from a full read.
+    let resume = followed.revision.take();
+    let start = match resume {
+        Some(revision) => {
+            debug!(%prefix, revision, "resuming the etcd watch");
+            revision + 1
         }
-    }
-    publish(records, &map);
-    debug!(%prefix, revision, count = map.len(), "etcd records loaded");
-    let options = WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(revision + 1);
+        None => {
+            let listing = timed(
+                "get",
+                client.get(prefix, Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+            let revision = listing.header().map_or(0, |h| h.revision());
+            followed.map.clear();
+            for kv in listing.kvs() {
+                if let Some(name) = strip(prefix, kv.key()) {
+                    followed
+                        .map
+                        .insert(name, String::from_utf8_lossy(kv.value()).into_owned());
+                }
+            }
+            publish(records, &followed.map);
+            debug!(%prefix, revision, count = followed.map.len(), "etcd records loaded");
+            revision + 1
+        }
+    };
+    let options = WatchOptions::new().with_prefix().with_start_revision(start);
     let mut stream = timed("watch", client.watch(prefix, Some(options))).await?;
+    let mut applied = start - 1;
+    followed.revision = Some(applied);
     loop {
         let Some(response) = stream.message().await? else {
             return Err(EtcdError::StreamEnded("watch"));
         };
         if response.canceled() {
+            // Compacted past our revision, or a new etcd without our history:
+            // only a full read can tell what the records are now.
+            followed.revision = None;
             return Err(EtcdError::WatchCancelled);
         }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
+            applied = applied.max(kv.mod_revision());
             let Some(name) = strip(prefix, kv.key()) else {
                 continue;
             };
             match event.event_type() {
                 EventType::Put => {
-                    map.insert(name, String::from_utf8_lossy(kv.value()).into_owned());
+                    followed
+                        .map
+                        .insert(name, String::from_utf8_lossy(kv.value()).into_owned());
                 }
                 EventType::Delete => {
-                    map.remove(&name);
+                    followed.map.remove(&name);
                 }
             }
         }
-        publish(records, &map);
+        followed.revision = Some(applied);
+        publish(records, &followed.map);
     }
 }
 
