@@ -10,7 +10,6 @@ use actix_web::{web, App, HttpServer};
 use cadence::{Counted, Gauged, StatsdClient};
 use pushfleet_protocol::registry::edges_prefix;
 use pushfleet_server::etcd::{self, Records};
-use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tracing::info;
 
@@ -39,6 +38,8 @@ pub fn run(
         "herald starting"
     );
     actix_web::rt::System::new().block_on(async move {
+        // Before anything serves: a signal during start-up stops herald cleanly.
+        let (mut term, mut int) = pushfleet_server::run::signals();
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (records_tx, records) = watch::channel(Records::new());
         actix_web::rt::spawn(etcd::follow_prefix(
@@ -84,8 +85,6 @@ pub fn run(
                 .run();
         let handle = server.handle();
         actix_web::rt::spawn(async move {
-            let mut term = signal(SignalKind::terminate()).ok();
-            let mut int = signal(SignalKind::interrupt()).ok();
             tokio::select! {
                 _ = pushfleet_server::run::next_signal(&mut term) => {}
                 _ = pushfleet_server::run::next_signal(&mut int) => {}

@@ -99,6 +99,7 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
     info!(%edge_id, %public_addr, %admin_addr, workers, "pushfleet edge starting");
 
     actix_web::rt::System::new().block_on(async move {
+        let signals = signals();
         let data = web::Data::new(shared.clone());
         let public_data = data.clone();
         let upgrade_shared = shared.clone();
@@ -145,7 +146,7 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
             actix_web::rt::spawn(load::report(shared.clone(), reporting, leaving));
         }
         actix_web::rt::spawn(async move {
-            lifecycle(shared).await;
+            lifecycle(shared, signals).await;
             // Leave etcd before going (bounded: a dead etcd must not hold the exit).
             let _ = leave_etcd.send(true);
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -191,9 +192,16 @@ fn discover_relays(endpoints: Vec<String>, prefix: String) -> watch::Receiver<Ve
 }
 
 /// Waits for a reason to drain, drains, and returns when it is time to stop.
-async fn lifecycle(shared: Arc<Shared>) {
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
+/// SIGTERM and SIGINT streams. Created before any listener serves, so a signal that
+/// arrives while the edge is still starting drains it instead of killing it.
+pub fn signals() -> (Option<Signal>, Option<Signal>) {
+    (
+        signal(SignalKind::terminate()).ok(),
+        signal(SignalKind::interrupt()).ok(),
+    )
+}
+
+async fn lifecycle(shared: Arc<Shared>, (mut term, mut int): (Option<Signal>, Option<Signal>)) {
     if term.is_none() || int.is_none() {
         warn!("cannot install signal handlers; POST /drain still drains this edge");
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use pushfleet_protocol::registry::{relay_key, relays_prefix, RelayRecord};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -103,6 +103,8 @@ pub fn run(config: RelayConfig, http_listener: TcpListener) -> anyhow::Result<()
 
     let max_data = config.max_publish_size;
     let served = actix_web::rt::System::new().block_on(async move {
+        // Before anything serves: a signal during start-up stops the relay cleanly.
+        let signals = crate::run::signals();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         if !config.etcd.is_empty() {
             spawn_etcd(&config, &record, shards, shutdown_rx.clone())?;
@@ -121,7 +123,7 @@ pub fn run(config: RelayConfig, http_listener: TcpListener) -> anyhow::Result<()
         .run();
         let handle = server.handle();
         actix_web::rt::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(signals).await;
             info!("stopping: leaving etcd, then serving what already arrived");
             let _ = shutdown_tx.send(true);
             // Give the lease revoke a moment; it is best-effort.
@@ -182,9 +184,7 @@ pub fn publish_endpoints(records: &etcd::Records) -> Vec<String> {
 }
 
 /// Returns at the first SIGTERM or SIGINT; a second one exits the process at once.
-async fn wait_for_signal() {
-    let mut term = signal(SignalKind::terminate()).ok();
-    let mut int = signal(SignalKind::interrupt()).ok();
+async fn wait_for_signal((mut term, mut int): (Option<Signal>, Option<Signal>)) {
     tokio::select! {
         _ = next_signal(&mut term) => {}
         _ = next_signal(&mut int) => {}
