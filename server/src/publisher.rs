@@ -91,6 +91,16 @@ impl Publisher {
     /// How long a publish may wait for room in a full queue (default: not at all).
     pub fn set_send_timeout(&mut self, timeout: Duration) {
         self.send_timeout = timeout;
+        for relay in self.sockets.values() {
+            if let Err(e) = relay.socket.set_sndtimeo(self.sndtimeo()) {
+                tracing::warn!(error = %e, "cannot set the send timeout");
+            }
+        }
+    }
+
+    /// `ZMQ_SNDTIMEO` for the current send timeout (-1: wait forever is never used).
+    fn sndtimeo(&self) -> i32 {
+        self.send_timeout.as_millis().min(i32::MAX as u128) as i32
     }
 
     /// Largest data frame accepted (default [`MAX_DATA`]; keep it at the relays' value).
@@ -109,6 +119,7 @@ impl Publisher {
             }
             let socket = self.ctx.socket(zmq::PUSH)?;
             socket.set_sndhwm(SEND_QUEUE)?;
+            socket.set_sndtimeo(self.sndtimeo())?;
             socket.set_linger(LINGER.as_millis() as i32)?;
             self.monitors += 1;
             let monitor_endpoint =
@@ -203,7 +214,7 @@ impl Publisher {
         let first_flags = if self.send_timeout.is_zero() {
             zmq::SNDMORE | zmq::DONTWAIT
         } else {
-            socket.set_sndtimeo(self.send_timeout.as_millis() as i32)?;
+            // The socket's ZMQ_SNDTIMEO bounds the wait (set with the timeout).
             zmq::SNDMORE
         };
         match socket.send(frames[0], first_flags) {
