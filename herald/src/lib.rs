@@ -11,6 +11,7 @@
 //! - [`state`]: what the tasks share; [`http`]: `/status` and the live page;
 //! - [`slots`]: which server-template slot holds which edge, and the runtime
 //!   commands to get there; [`haproxy`]: the runtime API client;
+//! - [`scale`]: when to grow or shrink the fleet (policy only, not acted on yet);
 //! - [`config`]: flags; [`run`]: wiring.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
@@ -23,6 +24,7 @@ pub mod haproxy;
 pub mod http;
 pub mod push;
 pub mod run;
+pub mod scale;
 pub mod score;
 pub mod slots;
 pub mod state;
