@@ -6,7 +6,9 @@
 //! - `<prefix>/relays/<id>` = [`RelayRecord`] as JSON, written by each relay under a
 //!   lease, so a relay that dies vanishes when its lease expires;
 //! - `<prefix>/edges/<id>` = [`LoadReport`] as JSON, rewritten by each edge every
-//!   second or two under its lease: what herald balances on.
+//!   second or two under its lease: what herald balances on;
+//! - `<prefix>/drain/<id>` = a reason (text), written by herald to drain an edge
+//!   (scale-in); the edge drains when it appears.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +33,16 @@ pub fn edges_prefix(prefix: &str) -> String {
 /// Key of one edge's load report.
 pub fn edge_key(prefix: &str, id: &str) -> String {
     format!("{}{id}", edges_prefix(prefix))
+}
+
+/// Prefix of drain orders: `<prefix>/drain/`.
+pub fn drain_prefix(prefix: &str) -> String {
+    format!("{}/drain/", prefix.trim_end_matches('/'))
+}
+
+/// Key of the drain order for one edge.
+pub fn drain_key(prefix: &str, id: &str) -> String {
+    format!("{}{id}", drain_prefix(prefix))
 }
 
 /// Whether an edge takes new connections.
@@ -99,6 +111,7 @@ mod tests {
     fn edge_keys_and_report_round_trip() {
         assert_eq!(edges_prefix("/pushfleet"), "/pushfleet/edges/");
         assert_eq!(edge_key("/p/", "e1"), "/p/edges/e1");
+        assert_eq!(drain_key("/pushfleet", "e1"), "/pushfleet/drain/e1");
         let r = LoadReport {
             id: "e1".into(),
             address: "10.0.0.7:8080".into(),

@@ -10,7 +10,7 @@
 //! - [`session`]: one connection's I/O task; [`outbox`]: its bounded send queue;
 //! - [`codec`]: RFC 6455 frames and RFC 7692 permessage-deflate;
 //! - [`http`]: routes; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
-//! - [`load`]: the load report kept in etcd for herald;
+//! - [`load`]: the load report kept in etcd for herald; [`orders`]: drain orders from etcd;
 //! - [`config`]: flags; [`state`]: what threads share; [`run`]: wiring and shutdown.
 //!
 //! The same crate holds the relay ([`relay`], binary `pushfleet-relay`), the Rust
@@ -29,6 +29,7 @@ pub mod hub;
 pub mod ingress;
 pub mod load;
 pub mod metrics;
+pub mod orders;
 pub mod outbox;
 pub mod published;
 pub mod publisher;

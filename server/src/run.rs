@@ -24,7 +24,7 @@ use crate::ingress::{self, CONTROL_QUEUE};
 use crate::metrics::Metrics;
 use crate::published::Encoder;
 use crate::state::Shared;
-use crate::{etcd, load};
+use crate::{etcd, load, orders};
 use crate::{http, reporter, upgrade};
 
 /// Serves until shut down. `public` and `admin` are already bound (tests bind port 0).
@@ -144,6 +144,12 @@ pub fn run(config: Config, public: TcpListener, admin: TcpListener) -> anyhow::R
                 lease_ttl: shared.config.lease_ttl,
             };
             actix_web::rt::spawn(load::report(shared.clone(), reporting, leaving));
+            actix_web::rt::spawn(orders::follow(
+                shared.clone(),
+                shared.config.etcd.clone(),
+                shared.config.etcd_prefix.clone(),
+                edge_id.clone(),
+            ));
         }
         actix_web::rt::spawn(async move {
             lifecycle(shared, signals).await;

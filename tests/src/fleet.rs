@@ -338,6 +338,21 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.client_port)
     }
 
+    /// Writes `key` = `value` through etcd's JSON gateway (`/v3/kv/put`).
+    pub fn put(&self, key: &str, value: &str) {
+        let body = serde_json::json!({
+            "key": base64_encode(key.as_bytes()),
+            "value": base64_encode(value.as_bytes()),
+        })
+        .to_string();
+        let addr = format!("127.0.0.1:{}", self.client_port);
+        let reply = http_body("POST", &addr, "/v3/kv/put", &body);
+        assert!(
+            reply.as_ref().is_some_and(|(status, _)| *status == 200),
+            "etcd put {key}: {reply:?}"
+        );
+    }
+
     /// Every key under `prefix` with its value, read through etcd's own HTTP/JSON
     /// gateway (`/v3/kv/range`), independently of the code under test.
     pub fn get_prefix(&self, prefix: &str) -> Vec<(String, String)> {

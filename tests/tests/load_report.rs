@@ -113,3 +113,40 @@ fn an_etcd_outage_never_stops_an_edge_and_it_registers_again() {
     });
     assert_eq!(back["state"], "ready");
 }
+
+#[test]
+fn a_drain_order_in_etcd_drains_the_edge_which_then_leaves() {
+    let etcd = Etcd::start();
+    let publisher = PyPublisher::start();
+    let mut edge = Edge::start(
+        &[&publisher.endpoint],
+        &[
+            "--etcd",
+            &etcd.endpoint(),
+            "--edge-id",
+            "e1",
+            "--load-interval",
+            "300ms",
+            "--lease-ttl",
+            "2s",
+            "--drain-spread",
+            "500ms",
+            "--drain-timeout",
+            "5s",
+        ],
+    );
+    let client = PyClient::connect(&edge.ws_url(), false);
+    eventually(Duration::from_secs(10), "registered", || report(&etcd));
+    etcd.put("/pushfleet/drain/e1", "scale-in: fewest connections");
+    // The client is told to reconnect elsewhere (1012), the edge exits cleanly and
+    // takes its record with it.
+    assert_eq!(client.closed(Duration::from_secs(5)), 1012);
+    let status = edge
+        .wait_exit(Duration::from_secs(10))
+        .expect("exit after draining");
+    assert!(status.success(), "{status:?}");
+    assert!(edge.log_text().contains("drain ordered through etcd"));
+    eventually(Duration::from_secs(3), "the record gone at once", || {
+        report(&etcd).is_none().then_some(())
+    });
+}
