@@ -7,7 +7,17 @@ use std::time::Duration;
 use clap::Parser;
 use pushfleet_server::config::{is_etcd_endpoint, parse_duration};
 
+use crate::actuate::Actuator;
+use crate::scale::ScalePolicy;
 use crate::score::{Capacity, Policy, SignalWeights};
+
+/// Whether and how herald scales the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScaleMode {
+    Off,
+    DryRun,
+    Exec,
+}
 
 /// herald: turns pushfleet edges' real load (from etcd) into HAProxy weights.
 #[derive(Debug, Clone, Parser)]
@@ -58,6 +68,38 @@ pub struct Config {
     /// Number of `server-template` slots (the N of `1-N` in haproxy.cfg).
     #[arg(long, env = "HERALD_HAPROXY_SLOTS", default_value_t = 16)]
     pub haproxy_slots: u32,
+
+    /// Autoscaling (leader only): `off`, `dry-run` (decide and log), or `exec` (run
+    /// `--scale-exec` for each decision).
+    #[arg(long, env = "HERALD_SCALE", value_enum, default_value_t = ScaleMode::Off)]
+    pub scale: ScaleMode,
+
+    /// Shell command for `--scale exec`; the decision is in its environment
+    /// (`PUSHFLEET_SCALE_ACTION`, `PUSHFLEET_EDGE_ID`, `PUSHFLEET_SCALE_REASON`).
+    #[arg(long, env = "HERALD_SCALE_EXEC")]
+    pub scale_exec: Option<String>,
+
+    /// Scale out when the fleet's mean load stays above this (1.0 = at capacity).
+    #[arg(long, env = "HERALD_SCALE_HIGH", default_value_t = ScalePolicy::default().high)]
+    pub scale_high: f64,
+    /// Scale in when it stays below this.
+    #[arg(long, env = "HERALD_SCALE_LOW", default_value_t = ScalePolicy::default().low)]
+    pub scale_low: f64,
+    /// Scale out when any edge's memory signal stays above this.
+    #[arg(long, env = "HERALD_SCALE_MEMORY_HIGH", default_value_t = ScalePolicy::default().memory_high)]
+    pub scale_memory_high: f64,
+    /// How long a watermark must hold before acting.
+    #[arg(long, env = "HERALD_SCALE_SUSTAIN", default_value = "60s", value_parser = parse_duration)]
+    pub scale_sustain: Duration,
+    /// Pause after each action.
+    #[arg(long, env = "HERALD_SCALE_COOLDOWN", default_value = "180s", value_parser = parse_duration)]
+    pub scale_cooldown: Duration,
+    /// Fewest edges serving.
+    #[arg(long, env = "HERALD_SCALE_MIN", default_value_t = ScalePolicy::default().min_edges)]
+    pub scale_min: usize,
+    /// Most edges serving.
+    #[arg(long, env = "HERALD_SCALE_MAX", default_value_t = ScalePolicy::default().max_edges)]
+    pub scale_max: usize,
 
     /// How often scores and weights are recomputed.
     #[arg(long, env = "HERALD_INTERVAL", default_value = "1s", value_parser = parse_duration)]
@@ -134,6 +176,10 @@ pub enum ConfigError {
     Timing,
     #[error("--haproxy-runtime {0:?}: {1}")]
     Runtime(String, String),
+    #[error("--scale exec needs --scale-exec COMMAND")]
+    ScaleExec,
+    #[error("scaling needs 0 < --scale-low < --scale-high and 1 <= --scale-min <= --scale-max")]
+    ScaleRange,
 }
 
 impl Config {
@@ -163,6 +209,15 @@ impl Config {
         }
         if self.interval < Duration::from_millis(100) || self.stale_after <= self.interval {
             return Err(ConfigError::Timing);
+        }
+        if self.scale == ScaleMode::Exec && self.scale_exec.as_deref().is_none_or(str::is_empty) {
+            return Err(ConfigError::ScaleExec);
+        }
+        if !(self.scale_low > 0.0 && self.scale_low < self.scale_high)
+            || self.scale_min < 1
+            || self.scale_min > self.scale_max
+        {
+            return Err(ConfigError::ScaleRange);
         }
         for addr in &self.haproxy_runtime {
             if let Err(e) = crate::haproxy::RuntimeAddr::parse(addr) {
@@ -195,6 +250,29 @@ impl Config {
             gain: self.gain,
             hysteresis: self.hysteresis,
             stale_after: self.stale_after,
+        }
+    }
+
+    /// The scaler's thresholds.
+    pub fn scale_policy(&self) -> ScalePolicy {
+        ScalePolicy {
+            high: self.scale_high,
+            low: self.scale_low,
+            memory_high: self.scale_memory_high,
+            sustain: self.scale_sustain,
+            min_edges: self.scale_min,
+            max_edges: self.scale_max,
+            cooldown: self.scale_cooldown,
+            ..ScalePolicy::default()
+        }
+    }
+
+    /// The actuator, when scaling is on.
+    pub fn actuator(&self) -> Option<Actuator> {
+        match self.scale {
+            ScaleMode::Off => None,
+            ScaleMode::DryRun => Some(Actuator::DryRun),
+            ScaleMode::Exec => Some(Actuator::Exec(self.scale_exec.clone().unwrap_or_default())),
         }
     }
 

@@ -11,11 +11,12 @@
 //! - [`state`]: what the tasks share; [`http`]: `/status` and the live page;
 //! - [`slots`]: which server-template slot holds which edge, and the runtime
 //!   commands to get there; [`haproxy`]: the runtime API client;
-//! - [`scale`]: when to grow or shrink the fleet (policy only, not acted on yet);
+//! - [`scale`]: when to grow or shrink the fleet; [`actuate`]: carrying it out;
 //! - [`config`]: flags; [`run`]: wiring.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod actuate;
 pub mod agent;
 pub mod config;
 pub mod election;

@@ -8,17 +8,20 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use actix_web::{web, App, HttpServer};
 use cadence::{Counted, Gauged, StatsdClient};
-use pushfleet_protocol::registry::edges_prefix;
+use pushfleet_protocol::registry::{drain_key, edges_prefix};
 use pushfleet_server::etcd::{self, Records};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::actuate::{Actuator, Step};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::haproxy::{Client, RuntimeAddr};
 use crate::push::{Outcome, Pusher};
+use crate::scale::{Action, ScalePolicy, Scaler};
 use crate::score::{Evaluator, Policy};
 use crate::slots::Slots;
+use crate::state::ScaleEvent;
 use crate::state::State;
 use crate::{agent, election, http};
 
@@ -150,6 +153,14 @@ async fn evaluate(
     });
     let mut fleet = Fleet::default();
     let mut evaluator = Evaluator::default();
+    let mut scaling = config.actuator().map(|actuator| Scaling {
+        actuator,
+        policy: config.scale_policy(),
+        scaler: Scaler::default(),
+        draining: None,
+        etcd: config.etcd.clone(),
+        prefix: config.etcd_prefix.clone(),
+    });
     let mut tick = tokio::time::interval(config.interval);
     let mut was_holding = false;
     loop {
@@ -184,6 +195,9 @@ async fn evaluate(
             let _ = client.count("haproxy.pushes", outcome.pushed);
             let _ = client.count("haproxy.push_errors", outcome.failed);
         }
+        if let (Some(scaling), true) = (scaling.as_mut(), leading) {
+            scaling.round(evaluator.views(), now, &state, statsd.as_ref());
+        }
         let Ok(mut s) = state.write() else { continue };
         s.views = evaluator.views().clone();
         s.holding = evaluator.holding;
@@ -197,5 +211,126 @@ async fn evaluate(
         for c in changes {
             s.record(at, c);
         }
+    }
+}
+
+/// The scaler and what it has under way.
+struct Scaling {
+    actuator: Actuator,
+    policy: ScalePolicy,
+    scaler: Scaler,
+    /// The edge told to drain for a scale-in, with why.
+    draining: Option<(String, String)>,
+    etcd: Vec<String>,
+    prefix: String,
+}
+
+impl Scaling {
+    /// One evaluation: release a drained edge that has left, then maybe decide.
+    fn round(
+        &mut self,
+        views: &std::collections::BTreeMap<String, crate::score::EdgeView>,
+        now: Instant,
+        state: &Arc<RwLock<State>>,
+        statsd: Option<&Arc<StatsdClient>>,
+    ) {
+        if let Some((edge, reason)) = self.draining.clone() {
+            if !views.contains_key(&edge) {
+                self.draining = None;
+                let key = drain_key(&self.prefix, &edge);
+                self.spawn(Step::Release, edge, reason, state, statsd, Some(key));
+            }
+        }
+        let Some(action) = self.scaler.decide(&self.policy, views, now) else {
+            return;
+        };
+        info!(?action, "scaling decision");
+        match action {
+            Action::ScaleOut { reason } => {
+                self.spawn(Step::ScaleOut, String::new(), reason, state, statsd, None);
+            }
+            Action::ScaleIn { edge, reason } => {
+                if let Some(c) = statsd {
+                    let _ = c.count("scale.in", 1);
+                }
+                let dry = self.actuator == Actuator::DryRun;
+                record(
+                    state,
+                    "scale_in",
+                    &edge,
+                    &reason,
+                    if dry { "dry-run" } else { "draining" },
+                );
+                if dry {
+                    return;
+                }
+                // Tell the edge to drain; HAProxy follows from its report (drain).
+                let (endpoints, key) = (self.etcd.clone(), drain_key(&self.prefix, &edge));
+                let value = reason.clone();
+                actix_web::rt::spawn(async move {
+                    let result = async {
+                        let mut client = etcd::connect(&endpoints).await?;
+                        client.put(key, value, None).await?;
+                        Ok::<_, etcd::EtcdError>(())
+                    };
+                    if let Err(e) = result.await {
+                        tracing::warn!(error = %e, "cannot write the drain order");
+                    }
+                });
+                self.draining = Some((edge, reason));
+            }
+        }
+    }
+
+    /// Runs the actuator for `step` in the background and records the outcome;
+    /// `cleanup` is a drain order to delete once done.
+    fn spawn(
+        &self,
+        step: Step,
+        edge: String,
+        reason: String,
+        state: &Arc<RwLock<State>>,
+        statsd: Option<&Arc<StatsdClient>>,
+        cleanup: Option<String>,
+    ) {
+        let name = match step {
+            Step::ScaleOut => "scale_out",
+            Step::Release => "release",
+        };
+        if let Some(c) = statsd {
+            let _ = c.count(&format!("scale.{name}"), 1);
+        }
+        let (actuator, state, statsd) = (self.actuator.clone(), state.clone(), statsd.cloned());
+        let endpoints = self.etcd.clone();
+        actix_web::rt::spawn(async move {
+            let outcome = match actuator.run(step, &edge, &reason).await {
+                Ok(false) => "dry-run".to_owned(),
+                Ok(true) => "done".to_owned(),
+                Err(e) => {
+                    if let Some(c) = &statsd {
+                        let _ = c.count("scale.failures", 1);
+                    }
+                    e
+                }
+            };
+            record(&state, name, &edge, &reason, &outcome);
+            if let Some(key) = cleanup {
+                if let Ok(mut client) = etcd::connect(&endpoints).await {
+                    let _ = client.delete(key, None).await;
+                }
+            }
+        });
+    }
+}
+
+fn record(state: &Arc<RwLock<State>>, step: &str, edge: &str, reason: &str, outcome: &str) {
+    if let Ok(mut s) = state.write() {
+        s.scaled(ScaleEvent {
+            at_ms: now_ms(),
+            step: step.to_owned(),
+            edge: edge.to_owned(),
+            reason: reason.to_owned(),
+            outcome: outcome.to_owned(),
+        });
     }
 }

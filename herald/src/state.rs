@@ -33,11 +33,32 @@ pub struct State {
     /// Runtime API pushes that HAProxy accepted, and that failed.
     pub pushes: u64,
     pub push_errors: u64,
+    /// Scaling decisions and what became of them, newest last.
+    pub scaling: VecDeque<ScaleEvent>,
     /// HAProxy server-template slot → edge id (on the leader, with a runtime API).
     pub slots: BTreeMap<String, String>,
 }
 
+/// One scaling step.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleEvent {
+    pub at_ms: u64,
+    /// `scale_out`, `scale_in` or `release`.
+    pub step: String,
+    pub edge: String,
+    pub reason: String,
+    /// `dry-run`, `started`, `done`, or the failure.
+    pub outcome: String,
+}
+
 impl State {
+    pub fn scaled(&mut self, event: ScaleEvent) {
+        if self.scaling.len() == RECENT {
+            self.scaling.pop_front();
+        }
+        self.scaling.push_back(event);
+    }
+
     pub fn record(&mut self, at_ms: u64, change: Change) {
         if self.recent.len() == RECENT {
             self.recent.pop_front();

@@ -1,0 +1,192 @@
+//! herald scales the fleet through its exec actuator, with real processes: load
+//! above the high watermark starts a new edge (the hook launches it), which
+//! registers and serves; load below the low watermark drains the edge with the
+//! fewest connections through etcd, its clients reconnect elsewhere, and once it
+//! has left the hook is told to release it.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use pushfleet_tests::fleet::publish_cli_background;
+use pushfleet_tests::process::{binary, log_dir};
+use pushfleet_tests::{eventually, free_port, Edge, Etcd, Herald, RawClient, Relay};
+
+fn subscriber(edge: &Edge, channel: &str) -> RawClient {
+    let mut c = RawClient::connect(&edge.addr(), None);
+    c.send_text(&format!(
+        r#"{{"method":"subscribe","channel":"{channel}"}}"#
+    ));
+    assert_eq!(
+        c.recv_json(Duration::from_secs(5)).unwrap()["type"],
+        "subscribed"
+    );
+    c
+}
+
+/// Kills, by the PID the hook recorded, an edge the hook started (our grandchild).
+struct Launched(std::path::PathBuf);
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
+            let _ = std::process::Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.trim())
+                .status();
+        }
+    }
+}
+
+#[test]
+fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
+    let etcd = Etcd::start();
+    let relay = Relay::start(&[]);
+    let edge_flags = |id: &str| -> Vec<String> {
+        [
+            "--etcd",
+            &etcd.endpoint(),
+            "--edge-id",
+            id,
+            "--load-interval",
+            "300ms",
+            "--lease-ttl",
+            "2s",
+            "--drain-spread",
+            "300ms",
+            "--drain-timeout",
+            "5s",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
+    };
+    let first_flags = edge_flags("first");
+    let first = Edge::start(
+        &[&relay.edge_endpoint()],
+        &first_flags.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+
+    // The exec hook: `scale_out` launches an edge (recording its PID), `release`
+    // records the edge released.
+    let dir = log_dir();
+    let tag = relay.ports.http;
+    let (pid_file, released) = (
+        dir.join(format!("scale-{tag}.pid")),
+        dir.join(format!("scale-{tag}.released")),
+    );
+    let _launched = Launched(pid_file.clone());
+    let port = free_port();
+    let hook = format!(
+        "case \"$PUSHFLEET_SCALE_ACTION\" in \
+         scale_out) {bin} --listen 127.0.0.1:{port} --admin-listen 127.0.0.1:{admin} --zmq-connect {zmq} {flags} \
+            >{log} 2>&1 & echo $! > {pid} ;; \
+         release) echo \"$PUSHFLEET_EDGE_ID\" >> {released} ;; \
+         esac",
+        bin = binary("pushfleet-server").display(),
+        admin = free_port(),
+        zmq = relay.edge_endpoint(),
+        flags = edge_flags("second").join(" "),
+        log = dir.join(format!("scale-{tag}-second.log")).display(),
+        pid = pid_file.display(),
+        released = released.display(),
+    );
+    let herald = Herald::start(
+        &etcd.endpoint(),
+        &[
+            "--interval",
+            "300ms",
+            "--stale-after",
+            "3s",
+            "--capacity-msgs-out",
+            "300",
+            "--scale",
+            "exec",
+            "--scale-exec",
+            &hook,
+            "--scale-high",
+            "0.5",
+            "--scale-low",
+            "0.2",
+            "--scale-sustain",
+            "1s",
+            "--scale-cooldown",
+            "2s",
+            "--scale-min",
+            "1",
+            "--scale-max",
+            "2",
+        ],
+    );
+
+    // Load: 20 subscribers on the first edge, 100 msg/s → 2,000 deliveries/s
+    // against a capacity of 300: far above the high watermark.
+    let mut hot: Vec<RawClient> = (0..20).map(|_| subscriber(&first, "busy")).collect();
+    relay.wait_stats("busy held", |s| s["channels"] == 1);
+    let mut ticker = publish_cli_background(
+        &[
+            "--relay",
+            &relay.publish_endpoint(),
+            "ticker",
+            "--channels",
+            "busy",
+            "--rate",
+            "100",
+            "--duration",
+            "60s",
+        ],
+        &format!("scale-ticker-{tag}"),
+    );
+    let status = eventually(
+        Duration::from_secs(20),
+        "scaled out: a second edge serving",
+        || {
+            let s = herald.status();
+            (s["views"]["second"]["verdict"] == "ready").then_some(s)
+        },
+    );
+    let out = status["scaling"].as_array().unwrap();
+    assert!(
+        out.iter()
+            .any(|e| e["step"] == "scale_out" && e["outcome"] == "done"),
+        "{status}"
+    );
+    let second = pushfleet_tests::get_json(&format!("127.0.0.1:{port}"), "/healthz");
+    assert!(second.is_some(), "the launched edge serves");
+
+    // Load gone: the fleet is cold; the edge with the fewest connections (the new
+    // one: 1 client against 2) is drained through etcd. Its client is told to
+    // reconnect.
+    ticker.kill();
+    hot.truncate(2);
+    let mut on_second = RawClient::connect(&format!("127.0.0.1:{port}"), None);
+    on_second.send_text(r#"{"method":"subscribe","channel":"busy"}"#);
+    assert_eq!(
+        on_second.recv_json(Duration::from_secs(5)).unwrap()["type"],
+        "subscribed"
+    );
+    assert_eq!(
+        on_second.expect_close(Duration::from_secs(30)),
+        Some(1012),
+        "told to reconnect elsewhere"
+    );
+    eventually(Duration::from_secs(15), "the drained edge released", || {
+        std::fs::read_to_string(&released)
+            .ok()
+            .filter(|t| t.trim() == "second")
+            .map(|_| ())
+    });
+    let status = herald.status();
+    let steps: Vec<&str> = status["scaling"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(steps, ["scale_out", "scale_in", "release"], "{status}");
+    assert!(
+        status["views"].get("second").is_none_or(|v| v.is_null()),
+        "{status}"
+    );
+    assert_eq!(first.stats()["state"], "ready", "the busy edge stays");
+}
