@@ -55,29 +55,12 @@ impl Fleet {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pushfleet_protocol::registry::EdgeState;
     use std::time::Duration;
 
     fn record(id: &str, at_ms: u64) -> String {
-        serde_json::to_string(&LoadReport {
-            id: id.into(),
-            address: "127.0.0.1:1".into(),
-            state: EdgeState::Ready,
-            connections: 0,
-            max_connections: 1,
-            subscriptions: 0,
-            channels: 0,
-            cpu: 0.0,
-            cpus: 1,
-            rss_bytes: 0,
-            msgs_in_per_s: 0.0,
-            msgs_out_per_s: 0.0,
-            dropped_per_s: 0.0,
-            queue_depth: 0,
-            p99_us: 0,
-            at_ms,
-        })
-        .unwrap()
+        let mut r = crate::fixtures::report(id, 1);
+        r.at_ms = at_ms;
+        serde_json::to_string(&r).unwrap()
     }
 
     #[test]

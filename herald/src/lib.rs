@@ -20,6 +20,8 @@ pub mod actuate;
 pub mod agent;
 pub mod config;
 pub mod election;
+#[cfg(test)]
+mod fixtures;
 pub mod fleet;
 pub mod haproxy;
 pub mod http;

@@ -163,37 +163,11 @@ impl Scaler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::score::Signals;
-    use pushfleet_protocol::registry::{EdgeState, LoadReport};
 
     fn view(id: &str, load: f64, connections: u64) -> EdgeView {
-        EdgeView {
-            id: id.into(),
-            address: "127.0.0.1:1".into(),
-            verdict: Verdict::Ready,
-            percent: 100,
-            level: 100.0,
-            load,
-            signals: Signals::default(),
-            report: LoadReport {
-                id: id.into(),
-                address: "127.0.0.1:1".into(),
-                state: EdgeState::Ready,
-                connections,
-                max_connections: 1000,
-                subscriptions: 0,
-                channels: 0,
-                cpu: 0.0,
-                cpus: 1,
-                rss_bytes: 0,
-                msgs_in_per_s: 0.0,
-                msgs_out_per_s: 0.0,
-                dropped_per_s: 0.0,
-                queue_depth: 0,
-                p99_us: 0,
-                at_ms: 0,
-            },
-        }
+        let mut v = crate::fixtures::view(id, 1, Verdict::Ready, 100, load);
+        v.report.connections = connections;
+        v
     }
 
     fn fleet(list: Vec<EdgeView>) -> BTreeMap<String, EdgeView> {

@@ -345,24 +345,11 @@ mod tests {
     use super::*;
 
     fn report(id: &str, cpu: f64, msgs_out: f64) -> LoadReport {
-        LoadReport {
-            id: id.into(),
-            address: format!("127.0.0.1:{}", 8000 + id.len()),
-            state: EdgeState::Ready,
-            connections: 100,
-            max_connections: 10_000,
-            subscriptions: 100,
-            channels: 10,
-            cpu,
-            cpus: 1,
-            rss_bytes: 50 << 20,
-            msgs_in_per_s: 10.0,
-            msgs_out_per_s: msgs_out,
-            dropped_per_s: 0.0,
-            queue_depth: 0,
-            p99_us: 1000,
-            at_ms: 0,
-        }
+        let mut r = crate::fixtures::report(id, 8000 + id.len() as u16);
+        (r.cpu, r.msgs_out_per_s) = (cpu, msgs_out);
+        (r.connections, r.subscriptions, r.channels) = (100, 100, 10);
+        (r.rss_bytes, r.msgs_in_per_s, r.p99_us) = (50 << 20, 10.0, 1000);
+        r
     }
 
     fn fleet(reports: Vec<LoadReport>, at: Instant) -> BTreeMap<String, Received> {

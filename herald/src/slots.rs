@@ -204,37 +204,9 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::score::Signals;
-    use pushfleet_protocol::registry::{EdgeState, LoadReport};
 
     fn view(id: &str, port: u16, verdict: Verdict, percent: u32) -> EdgeView {
-        EdgeView {
-            id: id.into(),
-            address: format!("127.0.0.1:{port}"),
-            verdict,
-            percent,
-            level: f64::from(percent),
-            load: 0.0,
-            signals: Signals::default(),
-            report: LoadReport {
-                id: id.into(),
-                address: format!("127.0.0.1:{port}"),
-                state: EdgeState::Ready,
-                connections: 0,
-                max_connections: 1,
-                subscriptions: 0,
-                channels: 0,
-                cpu: 0.0,
-                cpus: 1,
-                rss_bytes: 0,
-                msgs_in_per_s: 0.0,
-                msgs_out_per_s: 0.0,
-                dropped_per_s: 0.0,
-                queue_depth: 0,
-                p99_us: 0,
-                at_ms: 0,
-            },
-        }
+        crate::fixtures::view(id, port, verdict, percent, 0.0)
     }
 
     fn views(list: Vec<EdgeView>) -> BTreeMap<String, EdgeView> {
