@@ -75,6 +75,23 @@ impl Edge {
         }
     }
 
+    /// An edge subscribed to `relay` that reports its load to `etcd` as `id`
+    /// (refreshed every 300 ms, lease 2 s), with extra flags.
+    pub fn reporting(relay: &str, etcd: &str, id: &str, extra: &[&str]) -> Edge {
+        let mut flags = vec![
+            "--etcd",
+            etcd,
+            "--edge-id",
+            id,
+            "--load-interval",
+            "300ms",
+            "--lease-ttl",
+            "2s",
+        ];
+        flags.extend_from_slice(extra);
+        Edge::start(&[relay], &flags)
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }

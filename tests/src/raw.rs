@@ -34,6 +34,22 @@ pub struct RawClient {
 }
 
 impl RawClient {
+    /// Connects, subscribes to `channel`, and waits for the ack. It then reads only
+    /// when asked: a subscriber that never reads still costs its edge the
+    /// deliveries, which is what load tests want.
+    pub fn subscribed(addr: &str, channel: &str) -> RawClient {
+        let mut c = RawClient::connect(addr, None);
+        c.send_text(&format!(
+            r#"{{"method":"subscribe","channel":"{channel}"}}"#
+        ));
+        let ack = c.recv_json(Duration::from_secs(5));
+        assert!(
+            ack.as_ref().is_some_and(|a| a["type"] == "subscribed"),
+            "subscribe {channel} at {addr}: {ack:?}"
+        );
+        c
+    }
+
     /// Connects and performs the opening handshake, offering `extensions` if given.
     pub fn connect(addr: &str, extensions: Option<&str>) -> RawClient {
         let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));

@@ -11,33 +11,13 @@ use pushfleet_tests::{eventually, Edge, Etcd, Herald, RawClient, Relay};
 use serde_json::Value;
 
 fn edge(relay: &Relay, etcd: &Etcd, id: &str) -> Edge {
-    Edge::start(
-        &[&relay.edge_endpoint()],
-        &[
-            "--etcd",
-            &etcd.endpoint(),
-            "--edge-id",
-            id,
-            "--load-interval",
-            "300ms",
-            "--lease-ttl",
-            "2s",
-        ],
-    )
+    Edge::reporting(&relay.edge_endpoint(), &etcd.endpoint(), id, &[])
 }
 
 /// A subscriber that never reads: deliveries pile into its socket buffer, which is
 /// work the edge does (and reports) all the same.
 fn subscriber(edge: &Edge, channel: &str) -> RawClient {
-    let mut c = RawClient::connect(&edge.addr(), None);
-    c.send_text(&format!(
-        r#"{{"method":"subscribe","channel":"{channel}"}}"#
-    ));
-    assert_eq!(
-        c.recv_json(Duration::from_secs(5)).unwrap()["type"],
-        "subscribed"
-    );
-    c
+    RawClient::subscribed(&edge.addr(), channel)
 }
 
 fn percent(status: &Value, id: &str) -> u64 {

@@ -12,31 +12,11 @@ use pushfleet_tests::haproxy::Haproxy;
 use pushfleet_tests::{eventually, free_port, Edge, Etcd, Herald, RawClient, Relay};
 
 fn edge(relay: &Relay, etcd: &Etcd, id: &str) -> Edge {
-    Edge::start(
-        &[&relay.edge_endpoint()],
-        &[
-            "--etcd",
-            &etcd.endpoint(),
-            "--edge-id",
-            id,
-            "--load-interval",
-            "300ms",
-            "--lease-ttl",
-            "2s",
-        ],
-    )
+    Edge::reporting(&relay.edge_endpoint(), &etcd.endpoint(), id, &[])
 }
 
 fn subscriber(addr: &str, channel: &str) -> RawClient {
-    let mut c = RawClient::connect(addr, None);
-    c.send_text(&format!(
-        r#"{{"method":"subscribe","channel":"{channel}"}}"#
-    ));
-    assert_eq!(
-        c.recv_json(Duration::from_secs(5)).unwrap()["type"],
-        "subscribed"
-    );
-    c
+    RawClient::subscribed(addr, channel)
 }
 
 /// `show servers state edges` as (slot, address:port, running, maintenance).

@@ -13,15 +13,7 @@ use pushfleet_tests::process::{binary, log_dir};
 use pushfleet_tests::{eventually, free_port, Edge, Etcd, Herald, RawClient, Relay};
 
 fn subscriber(edge: &Edge, channel: &str) -> RawClient {
-    let mut c = RawClient::connect(&edge.addr(), None);
-    c.send_text(&format!(
-        r#"{{"method":"subscribe","channel":"{channel}"}}"#
-    ));
-    assert_eq!(
-        c.recv_json(Duration::from_secs(5)).unwrap()["type"],
-        "subscribed"
-    );
-    c
+    RawClient::subscribed(&edge.addr(), channel)
 }
 
 /// Kills, by the PID the hook recorded, an edge the hook started (our grandchild).
