@@ -26,6 +26,10 @@ use crate::state::State;
 
 /// Longest wait for HAProxy's `agent-send` line.
 const READ_TIMEOUT: Duration = Duration::from_millis(500);
+/// Agent checks answered at once. HAProxy opens one per server per `agent-inter`;
+/// beyond this (a flood, or a port scanner) new connections are closed unanswered,
+/// which HAProxy treats as a failed agent check: weights stay as they are.
+pub const MAX_CONCURRENT: usize = 1024;
 /// After the first bytes, how long a pause ends the name.
 const QUIET: Duration = Duration::from_millis(20);
 /// Longest name accepted.
@@ -41,10 +45,19 @@ pub fn reply(state: &State, name: &str) -> String {
 
 /// Serves agent checks until the task is dropped.
 pub async fn serve(listener: TcpListener, state: Arc<RwLock<State>>) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
-                tokio::spawn(answer(stream, state.clone()));
+                let Ok(permit) = slots.clone().try_acquire_owned() else {
+                    debug!("too many agent checks at once; closing one unanswered");
+                    continue;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    answer(stream, state).await;
+                    drop(permit);
+                });
             }
             Err(e) => {
                 debug!(error = %e, "agent accept failed");

@@ -1,6 +1,7 @@
 //! What every pushfleet binary's `main` does before its real work: parse flags into
 //! a typed config (exit 64 with one line when they are wrong) and set up logging.
 
+use std::net::{SocketAddr, TcpListener};
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
@@ -46,4 +47,23 @@ pub fn init_tracing() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+}
+
+/// Binds a listener; the error names what it is for.
+pub fn bind(addr: SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| format!("cannot bind the {what} listener on {addr}: {e}"))
+}
+
+/// Reports a listener that could not be bound: [`EXIT_UNAVAILABLE`].
+pub fn unavailable(program: &str, error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("{program}: {error}");
+    ExitCode::from(EXIT_UNAVAILABLE)
+}
+
+/// The exit code for how serving ended.
+pub fn finish(program: &str, served: anyhow::Result<()>) -> ExitCode {
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => unavailable(program, format!("{e:#}")),
+    }
 }

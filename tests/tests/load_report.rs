@@ -22,22 +22,11 @@ fn report(etcd: &Etcd) -> Option<Value> {
 fn an_edge_reports_its_load_and_state_and_leaves_when_it_dies() {
     let etcd = Etcd::start();
     let mut publisher = PyPublisher::start();
-    let mut edge = Edge::start(
-        &[&publisher.endpoint],
-        &[
-            "--etcd",
-            &etcd.endpoint(),
-            "--edge-id",
-            "e1",
-            "--load-interval",
-            "300ms",
-            "--lease-ttl",
-            "2s",
-            "--drain-spread",
-            "1s",
-            "--drain-timeout",
-            "20s",
-        ],
+    let mut edge = Edge::reporting(
+        &publisher.endpoint,
+        &etcd.endpoint(),
+        "e1",
+        &["--drain-spread", "1s", "--drain-timeout", "20s"],
     );
     let mut client = PyClient::connect(&edge.ws_url(), false);
     client.subscribe("load");
@@ -84,19 +73,7 @@ fn an_edge_reports_its_load_and_state_and_leaves_when_it_dies() {
 fn an_etcd_outage_never_stops_an_edge_and_it_registers_again() {
     let etcd = Etcd::start();
     let mut publisher = PyPublisher::start();
-    let edge = Edge::start(
-        &[&publisher.endpoint],
-        &[
-            "--etcd",
-            &etcd.endpoint(),
-            "--edge-id",
-            "e1",
-            "--load-interval",
-            "300ms",
-            "--lease-ttl",
-            "2s",
-        ],
-    );
+    let edge = Edge::reporting(&publisher.endpoint, &etcd.endpoint(), "e1", &[]);
     eventually(Duration::from_secs(10), "registered", || report(&etcd));
     let (client_port, peer_port, data_dir) = etcd.kill();
 
@@ -118,22 +95,11 @@ fn an_etcd_outage_never_stops_an_edge_and_it_registers_again() {
 fn a_drain_order_in_etcd_drains_the_edge_which_then_leaves() {
     let etcd = Etcd::start();
     let publisher = PyPublisher::start();
-    let mut edge = Edge::start(
-        &[&publisher.endpoint],
-        &[
-            "--etcd",
-            &etcd.endpoint(),
-            "--edge-id",
-            "e1",
-            "--load-interval",
-            "300ms",
-            "--lease-ttl",
-            "2s",
-            "--drain-spread",
-            "500ms",
-            "--drain-timeout",
-            "5s",
-        ],
+    let mut edge = Edge::reporting(
+        &publisher.endpoint,
+        &etcd.endpoint(),
+        "e1",
+        &["--drain-spread", "500ms", "--drain-timeout", "5s"],
     );
     let client = PyClient::connect(&edge.ws_url(), false);
     eventually(Duration::from_secs(10), "registered", || report(&etcd));

@@ -1,10 +1,9 @@
 //! `pushfleet-relay`: parse flags, set up logging, bind the HTTP listener, and hand
 //! over to [`run`](pushfleet_server::relay::run).
 
-use std::net::TcpListener;
 use std::process::ExitCode;
 
-use pushfleet_server::cli::{self, EXIT_UNAVAILABLE};
+use pushfleet_server::cli;
 use pushfleet_server::relay::{run, RelayConfig};
 
 const PROGRAM: &str = "pushfleet-relay";
@@ -18,21 +17,9 @@ fn main() -> ExitCode {
         return cli::invalid(PROGRAM, e);
     }
     cli::init_tracing();
-    let http = match TcpListener::bind(config.http_listen) {
+    let http = match cli::bind(config.http_listen, "HTTP") {
         Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "{PROGRAM}: cannot bind the HTTP listener on {}: {e}",
-                config.http_listen
-            );
-            return ExitCode::from(EXIT_UNAVAILABLE);
-        }
+        Err(e) => return cli::unavailable(PROGRAM, e),
     };
-    match run(config, http) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{PROGRAM}: {e:#}");
-            ExitCode::from(EXIT_UNAVAILABLE)
-        }
-    }
+    cli::finish(PROGRAM, run(config, http))
 }
