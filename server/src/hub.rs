@@ -14,7 +14,7 @@ use pushfleet_protocol::publish;
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use crate::ingress::{Received, ZmqControl};
+use crate::ingress::{Received, ZmqControl, MAX_FRAMES};
 use crate::metrics::Metrics;
 use crate::published::{Encoder, Published};
 
@@ -171,8 +171,13 @@ impl Hub {
     }
 
     fn publish(&mut self, message: Vec<zmq::Message>, received: Instant) {
-        let frames: Vec<&[u8]> = message.iter().map(|f| &f[..]).collect();
-        let parsed = match publish::parse(&frames, self.settings.max_publish_size) {
+        // The ingress keeps at most MAX_FRAMES frames; no allocation on this path.
+        let mut slices: [&[u8]; MAX_FRAMES] = [&[]; MAX_FRAMES];
+        for (slot, frame) in slices.iter_mut().zip(&message) {
+            *slot = frame;
+        }
+        let frames = &slices[..message.len().min(slices.len())];
+        let parsed = match publish::parse(frames, self.settings.max_publish_size) {
             Ok(p) => p,
             Err(e) => {
                 self.metrics.ingress_drop(e.reason());

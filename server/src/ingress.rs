@@ -43,7 +43,7 @@ const POLL_TIMEOUT_MS: i64 = 5;
 /// Messages taken off the socket before looking at control requests again.
 const BATCH: usize = 1024;
 /// Frames kept of one multipart message; more is malformed anyway.
-const MAX_FRAMES: usize = 5;
+pub const MAX_FRAMES: usize = 5;
 const MONITOR_ENDPOINT: &str = "inproc://pushfleet-edge-ingress-monitor";
 
 /// A publish as it left the socket: its frames, and when it was taken.
