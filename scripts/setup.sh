@@ -23,7 +23,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-if ! python3 -c 'import zmq, websockets' 2>/dev/null; then
+if ! python3 -c 'import zmq, websockets, moto.server, boto3' 2>/dev/null; then
   echo "setup: pip install -r tests/py/requirements.txt"
   python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt \
     || python3 -m pip install -q --break-system-packages -r tests/py/requirements.txt

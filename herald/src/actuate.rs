@@ -1,6 +1,6 @@
-//! Carrying out scaling decisions, behind one interface: dry-run (log only) or an
-//! exec hook (runs a command with the decision in its environment). The EC2 Auto
-//! Scaling actuator is to come (issue 5).
+//! Carrying out scaling decisions, behind one interface: dry-run (log only), an exec
+//! hook (runs a command with the decision in its environment), or EC2 Auto Scaling
+//! ([`crate::aws`]).
 //!
 //! The exec hook runs `sh -c <command>` with:
 //! - `PUSHFLEET_SCALE_ACTION`: `scale_out` (add an edge) or `release` (an edge has
@@ -16,16 +16,21 @@ use std::time::Duration;
 use tokio::process::Command;
 use tracing::{info, warn};
 
+use crate::aws::AutoScaling;
+
 /// Longest an exec hook may run.
 pub const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How decisions are carried out.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Actuator {
     /// Decide and log, change nothing.
     DryRun,
     /// Run this shell command.
     Exec(String),
+    /// Change the edges' Auto Scaling group: desired capacity + 1 to scale out,
+    /// terminate the drained instance (edge id = instance id) to release.
+    Aws(AutoScaling),
 }
 
 /// What to do.
@@ -36,7 +41,7 @@ pub enum Step {
 }
 
 impl Step {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::ScaleOut => "scale_out",
             Self::Release => "release",
@@ -53,6 +58,22 @@ impl Actuator {
                 return Ok(false);
             }
             Self::Exec(command) => command,
+            Self::Aws(group) => {
+                let done = match step {
+                    Step::ScaleOut => group.scale_out().await,
+                    Step::Release => group.release(edge).await,
+                };
+                return match done {
+                    Ok(what) => {
+                        info!(step = step.as_str(), %edge, group = group.group(), %what, "auto scaling");
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        warn!(step = step.as_str(), %edge, error = %e, "auto scaling call failed");
+                        Err(e)
+                    }
+                };
+            }
         };
         let mut child = Command::new("sh");
         child

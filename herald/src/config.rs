@@ -8,6 +8,7 @@ use clap::Parser;
 use pushfleet_server::config::{is_etcd_endpoint, parse_duration};
 
 use crate::actuate::Actuator;
+use crate::aws::AutoScaling;
 use crate::scale::ScalePolicy;
 use crate::score::{Capacity, Policy, SignalWeights};
 
@@ -17,6 +18,7 @@ pub enum ScaleMode {
     Off,
     DryRun,
     Exec,
+    Aws,
 }
 
 /// herald: turns pushfleet edges' real load (from etcd) into HAProxy weights.
@@ -69,8 +71,9 @@ pub struct Config {
     #[arg(long, env = "HERALD_HAPROXY_SLOTS", default_value_t = 16)]
     pub haproxy_slots: u32,
 
-    /// Autoscaling (leader only): `off`, `dry-run` (decide and log), or `exec` (run
-    /// `--scale-exec` for each decision).
+    /// Autoscaling (leader only): `off`, `dry-run` (decide and log), `exec` (run
+    /// `--scale-exec` for each decision), or `aws` (EC2 Auto Scaling group
+    /// `--aws-edge-group`, with its termination lifecycle hook).
     #[arg(long, env = "HERALD_SCALE", value_enum, default_value_t = ScaleMode::Off)]
     pub scale: ScaleMode,
 
@@ -78,6 +81,25 @@ pub struct Config {
     /// (`PUSHFLEET_SCALE_ACTION`, `PUSHFLEET_EDGE_ID`, `PUSHFLEET_SCALE_REASON`).
     #[arg(long, env = "HERALD_SCALE_EXEC")]
     pub scale_exec: Option<String>,
+
+    /// The edges' EC2 Auto Scaling group, for `--scale aws`. Edges there must run
+    /// with their instance id as `--edge-id`.
+    #[arg(long, env = "HERALD_AWS_EDGE_GROUP")]
+    pub aws_edge_group: Option<String>,
+    /// The group's lifecycle hook on `autoscaling:EC2_INSTANCE_TERMINATING`.
+    #[arg(
+        long,
+        env = "HERALD_AWS_LIFECYCLE_HOOK",
+        default_value = "pushfleet-edge-drain"
+    )]
+    pub aws_lifecycle_hook: String,
+    /// How often herald looks for instances held by the hook (`Terminating:Wait`).
+    #[arg(long, env = "HERALD_AWS_POLL", default_value = "5s", value_parser = parse_duration)]
+    pub aws_poll: Duration,
+    /// Longest herald waits for a terminating instance's edge to drain and leave
+    /// before letting the termination go on anyway.
+    #[arg(long, env = "HERALD_AWS_DRAIN_TIMEOUT", default_value = "10m", value_parser = parse_duration)]
+    pub aws_drain_timeout: Duration,
 
     /// Scale out when the fleet's mean load stays above this (1.0 = at capacity).
     #[arg(long, env = "HERALD_SCALE_HIGH", default_value_t = ScalePolicy::default().high)]
@@ -178,6 +200,8 @@ pub enum ConfigError {
     Runtime(String, String),
     #[error("--scale exec needs --scale-exec COMMAND")]
     ScaleExec,
+    #[error("--scale aws needs --aws-edge-group NAME (and a non-empty --aws-lifecycle-hook, --aws-poll of at least 1s)")]
+    ScaleAws,
     #[error("scaling needs 0 < --scale-low < --scale-high and 1 <= --scale-min <= --scale-max")]
     ScaleRange,
 }
@@ -212,6 +236,13 @@ impl Config {
         }
         if self.scale == ScaleMode::Exec && self.scale_exec.as_deref().is_none_or(str::is_empty) {
             return Err(ConfigError::ScaleExec);
+        }
+        if self.scale == ScaleMode::Aws
+            && (self.aws_edge_group.as_deref().is_none_or(str::is_empty)
+                || self.aws_lifecycle_hook.is_empty()
+                || self.aws_poll < Duration::from_secs(1))
+        {
+            return Err(ConfigError::ScaleAws);
         }
         if !(self.scale_low > 0.0 && self.scale_low < self.scale_high)
             || self.scale_min < 1
@@ -267,13 +298,21 @@ impl Config {
         }
     }
 
-    /// The actuator, when scaling is on.
-    pub fn actuator(&self) -> Option<Actuator> {
-        match self.scale {
+    /// The actuator, when scaling is on; `--scale aws` loads the AWS configuration
+    /// from the environment, and fails when it names no region.
+    pub async fn actuator(&self) -> Result<Option<Actuator>, String> {
+        Ok(match self.scale {
             ScaleMode::Off => None,
             ScaleMode::DryRun => Some(Actuator::DryRun),
             ScaleMode::Exec => Some(Actuator::Exec(self.scale_exec.clone().unwrap_or_default())),
-        }
+            ScaleMode::Aws => Some(Actuator::Aws(
+                AutoScaling::from_env(
+                    self.aws_edge_group.as_deref().unwrap_or_default(),
+                    &self.aws_lifecycle_hook,
+                )
+                .await?,
+            )),
+        })
     }
 
     /// This instance's name: `--herald-id`, or `herald-<agent port>`.
@@ -297,6 +336,9 @@ mod tests {
     #[test]
     fn defaults_are_valid() {
         assert_eq!(config(&[]).validate(), Ok(()));
+        let aws = config(&["--scale", "aws", "--aws-edge-group", "edges"]);
+        assert_eq!(aws.validate(), Ok(()));
+        assert_eq!(aws.aws_lifecycle_hook, "pushfleet-edge-drain");
     }
 
     #[test]
@@ -329,6 +371,19 @@ mod tests {
             (
                 vec!["--stale-after", "1s", "--interval", "1s"],
                 "stale-after",
+            ),
+            (vec!["--scale", "exec"], "--scale-exec"),
+            (vec!["--scale", "aws"], "--aws-edge-group"),
+            (
+                vec![
+                    "--scale",
+                    "aws",
+                    "--aws-edge-group",
+                    "edges",
+                    "--aws-poll",
+                    "100ms",
+                ],
+                "--aws-poll",
             ),
         ];
         for (args, expected) in bad {

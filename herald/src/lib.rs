@@ -12,12 +12,15 @@
 //! - [`slots`]: which server-template slot holds which edge, and the runtime
 //!   commands to get there; [`haproxy`]: the runtime API client;
 //! - [`scale`]: when to grow or shrink the fleet; [`actuate`]: carrying it out;
+//!   [`orders`]: drain orders in etcd; [`aws`]: the EC2 Auto Scaling calls;
+//!   [`lifecycle`]: draining instances the termination hook holds;
 //! - [`config`]: flags; [`run`]: wiring.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod actuate;
 pub mod agent;
+pub mod aws;
 pub mod config;
 pub mod election;
 #[cfg(test)]
@@ -25,6 +28,8 @@ mod fixtures;
 pub mod fleet;
 pub mod haproxy;
 pub mod http;
+pub mod lifecycle;
+pub mod orders;
 pub mod push;
 pub mod run;
 pub mod scale;

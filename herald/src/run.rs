@@ -4,11 +4,11 @@
 
 use std::net::TcpListener;
 use std::sync::{Arc, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use actix_web::{web, App, HttpServer};
 use cadence::{Counted, Gauged, StatsdClient};
-use pushfleet_protocol::registry::{drain_key, edges_prefix};
+use pushfleet_protocol::registry::edges_prefix;
 use pushfleet_server::etcd::{self, Records};
 use tokio::sync::watch;
 use tracing::info;
@@ -17,13 +17,13 @@ use crate::actuate::{Actuator, Step};
 use crate::config::Config;
 use crate::fleet::Fleet;
 use crate::haproxy::{Client, RuntimeAddr};
+use crate::orders::{clear_drain, order_drain};
 use crate::push::{Outcome, Pusher};
 use crate::scale::{Action, ScalePolicy, Scaler};
 use crate::score::{Evaluator, Policy};
 use crate::slots::Slots;
-use crate::state::ScaleEvent;
-use crate::state::State;
-use crate::{agent, election, http};
+use crate::state::{now_ms, record_scale, State};
+use crate::{agent, election, http, lifecycle};
 
 /// Serves until SIGTERM/SIGINT. The listeners are already bound (tests bind port 0).
 pub fn run(
@@ -71,8 +71,24 @@ pub fn run(
                 pushfleet_server::statsd::path_part(&config.herald_id())
             ),
         )?;
+        let actuator = config.actuator().await.map_err(anyhow::Error::msg)?;
+        if let Some(Actuator::Aws(group)) = &actuator {
+            let settings = lifecycle::Settings {
+                poll: config.aws_poll,
+                drain_timeout: config.aws_drain_timeout,
+                etcd: config.etcd.clone(),
+                prefix: config.etcd_prefix.clone(),
+            };
+            actix_web::rt::spawn(lifecycle::watch(
+                group.clone(),
+                settings,
+                state.clone(),
+                statsd.clone(),
+            ));
+        }
         actix_web::rt::spawn(evaluate(
             config.clone(),
+            actuator,
             records,
             leader,
             state.clone(),
@@ -122,16 +138,11 @@ fn report(client: &StatsdClient, evaluator: &Evaluator, leader: bool, changes: u
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The evaluate loop: every interval, reports → weights → shared state (and, on the
 /// leader, HAProxy).
 async fn evaluate(
     config: Config,
+    actuator: Option<Actuator>,
     records: watch::Receiver<Records>,
     leader: watch::Receiver<bool>,
     state: Arc<RwLock<State>>,
@@ -153,7 +164,7 @@ async fn evaluate(
     });
     let mut fleet = Fleet::default();
     let mut evaluator = Evaluator::default();
-    let mut scaling = config.actuator().map(|actuator| Scaling {
+    let mut scaling = actuator.map(|actuator| Scaling {
         actuator,
         policy: config.scale_policy(),
         scaler: Scaler::default(),
@@ -237,8 +248,7 @@ impl Scaling {
         if let Some((edge, reason)) = self.draining.clone() {
             if !views.contains_key(&edge) {
                 self.draining = None;
-                let key = drain_key(&self.prefix, &edge);
-                self.spawn(Step::Release, edge, reason, state, statsd, Some(key));
+                self.spawn(Step::Release, edge, reason, state, statsd, true);
             }
         }
         let Some(action) = self.scaler.decide(&self.policy, views, now) else {
@@ -247,14 +257,14 @@ impl Scaling {
         info!(?action, "scaling decision");
         match action {
             Action::ScaleOut { reason } => {
-                self.spawn(Step::ScaleOut, String::new(), reason, state, statsd, None);
+                self.spawn(Step::ScaleOut, String::new(), reason, state, statsd, false);
             }
             Action::ScaleIn { edge, reason } => {
                 if let Some(c) = statsd {
                     let _ = c.count("scale.in", 1);
                 }
-                let dry = self.actuator == Actuator::DryRun;
-                record(
+                let dry = matches!(self.actuator, Actuator::DryRun);
+                record_scale(
                     state,
                     "scale_in",
                     &edge,
@@ -265,15 +275,10 @@ impl Scaling {
                     return;
                 }
                 // Tell the edge to drain; HAProxy follows from its report (drain).
-                let (endpoints, key) = (self.etcd.clone(), drain_key(&self.prefix, &edge));
-                let value = reason.clone();
+                let (endpoints, prefix) = (self.etcd.clone(), self.prefix.clone());
+                let (id, why) = (edge.clone(), reason.clone());
                 actix_web::rt::spawn(async move {
-                    let result = async {
-                        let mut client = etcd::connect(&endpoints).await?;
-                        client.put(key, value, None).await?;
-                        Ok::<_, etcd::EtcdError>(())
-                    };
-                    if let Err(e) = result.await {
+                    if let Err(e) = order_drain(&endpoints, &prefix, &id, &why).await {
                         tracing::warn!(error = %e, "cannot write the drain order");
                     }
                 });
@@ -283,7 +288,7 @@ impl Scaling {
     }
 
     /// Runs the actuator for `step` in the background and records the outcome;
-    /// `cleanup` is a drain order to delete once done.
+    /// `clear` deletes the edge's drain order once done.
     fn spawn(
         &self,
         step: Step,
@@ -291,17 +296,14 @@ impl Scaling {
         reason: String,
         state: &Arc<RwLock<State>>,
         statsd: Option<&Arc<StatsdClient>>,
-        cleanup: Option<String>,
+        clear: bool,
     ) {
-        let name = match step {
-            Step::ScaleOut => "scale_out",
-            Step::Release => "release",
-        };
+        let name = step.as_str();
         if let Some(c) = statsd {
             let _ = c.count(&format!("scale.{name}"), 1);
         }
         let (actuator, state, statsd) = (self.actuator.clone(), state.clone(), statsd.cloned());
-        let endpoints = self.etcd.clone();
+        let (endpoints, prefix) = (self.etcd.clone(), self.prefix.clone());
         actix_web::rt::spawn(async move {
             let outcome = match actuator.run(step, &edge, &reason).await {
                 Ok(false) => "dry-run".to_owned(),
@@ -313,24 +315,10 @@ impl Scaling {
                     e
                 }
             };
-            record(&state, name, &edge, &reason, &outcome);
-            if let Some(key) = cleanup {
-                if let Ok(mut client) = etcd::connect(&endpoints).await {
-                    let _ = client.delete(key, None).await;
-                }
+            record_scale(&state, name, &edge, &reason, &outcome);
+            if clear {
+                let _ = clear_drain(&endpoints, &prefix, &edge).await;
             }
-        });
-    }
-}
-
-fn record(state: &Arc<RwLock<State>>, step: &str, edge: &str, reason: &str, outcome: &str) {
-    if let Ok(mut s) = state.write() {
-        s.scaled(ScaleEvent {
-            at_ms: now_ms(),
-            step: step.to_owned(),
-            edge: edge.to_owned(),
-            reason: reason.to_owned(),
-            outcome: outcome.to_owned(),
         });
     }
 }

@@ -3,6 +3,8 @@
 //! server and the status page.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -43,7 +45,8 @@ pub struct State {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScaleEvent {
     pub at_ms: u64,
-    /// `scale_out`, `scale_in` or `release`.
+    /// `scale_out`, `scale_in`, `release`, or for the AWS termination hook
+    /// `lifecycle_drain` / `lifecycle_complete`.
     pub step: String,
     pub edge: String,
     pub reason: String,
@@ -64,5 +67,31 @@ impl State {
             self.recent.pop_front();
         }
         self.recent.push_back(Decision { at_ms, change });
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Appends a scaling step to the shared state (shown on the status page).
+pub fn record_scale(
+    state: &Arc<RwLock<State>>,
+    step: &str,
+    edge: &str,
+    reason: &str,
+    outcome: &str,
+) {
+    if let Ok(mut s) = state.write() {
+        s.scaled(ScaleEvent {
+            at_ms: now_ms(),
+            step: step.to_owned(),
+            edge: edge.to_owned(),
+            reason: reason.to_owned(),
+            outcome: outcome.to_owned(),
+        });
     }
 }

@@ -74,7 +74,11 @@ impl WorkerMetrics {
     pub fn record_latency(&self, micros: u64) {
         self.latency.record(micros);
         if let Some(statsd) = &self.statsd {
-            if self.delivered.load(Relaxed) % LATENCY_SAMPLE_EVERY == 0 {
+            if self
+                .delivered
+                .load(Relaxed)
+                .is_multiple_of(LATENCY_SAMPLE_EVERY)
+            {
                 let _ = statsd
                     .time_with_tags("deliver.latency_us", micros)
                     .with_sampling_rate(1.0 / LATENCY_SAMPLE_EVERY as f64)

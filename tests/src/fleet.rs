@@ -22,6 +22,16 @@ pub struct Service {
 impl Service {
     /// Spawns `program` with `args`, output to `target/test-logs/<name>.log`.
     pub fn spawn(program: &std::path::Path, args: &[String], name: &str) -> Service {
+        Self::spawn_with_env(program, args, &[], name)
+    }
+
+    /// [`Service::spawn`] with extra environment variables.
+    pub fn spawn_with_env(
+        program: &std::path::Path,
+        args: &[String],
+        env: &[(String, String)],
+        name: &str,
+    ) -> Service {
         let log = log_dir().join(format!("{name}.log"));
         let out =
             File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
@@ -30,6 +40,7 @@ impl Service {
             .args(args)
             .env("PUSHFLEET_LOG", "pushfleet_server=debug,info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -225,6 +236,16 @@ impl Herald {
     /// The same, with the agent-check port chosen by the caller (HAProxy's config
     /// names it before herald starts).
     pub fn start_on(etcd: &str, agent_port: u16, extra: &[&str]) -> Herald {
+        Self::start_with_env(etcd, agent_port, &[], extra)
+    }
+
+    /// The same, with extra environment variables (the AWS configuration, say).
+    pub fn start_with_env(
+        etcd: &str,
+        agent_port: u16,
+        env: &[(String, String)],
+        extra: &[&str],
+    ) -> Herald {
         let http_port = free_port();
         let mut args: Vec<String> = vec![
             "--etcd".into(),
@@ -235,7 +256,12 @@ impl Herald {
             format!("127.0.0.1:{http_port}"),
         ];
         args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let service = Service::spawn(&binary("herald"), &args, &format!("herald-{agent_port}"));
+        let service = Service::spawn_with_env(
+            &binary("herald"),
+            &args,
+            env,
+            &format!("herald-{agent_port}"),
+        );
         let mut herald = Herald {
             service,
             agent_port,

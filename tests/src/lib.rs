@@ -9,17 +9,17 @@
 
 pub mod fleet;
 pub mod haproxy;
+pub mod ports;
 pub mod process;
 pub mod py;
 pub mod raw;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 pub use fleet::{Etcd, Herald, Relay, RelayPorts, Service};
 pub use process::Edge;
-pub use py::{PyClient, PyPublisher};
+pub use py::{PyAutoScaling, PyClient, PyPublisher};
 pub use raw::{Frame, RawClient};
 
 /// The workspace root (tests run with the crate directory as cwd).
@@ -30,12 +30,10 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// A port nobody is listening on right now (the OS picks it).
+/// A loopback port nobody listens on and no other test of this run was given
+/// (see [`ports`]).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("cannot find a free port: {e}"))
+    ports::next_free()
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

@@ -1,6 +1,6 @@
 //! Real peers in Python: a libzmq publisher (pyzmq XPUB, which also reports the
-//! subscriptions the edge forwards) and `websockets` clients. Each speaks JSON lines
-//! over stdin/stdout (see `tests/py/*.py`).
+//! subscriptions the edge forwards), `websockets` clients, and moto's AWS API server
+//! (driven with boto3). Each speaks JSON lines over stdin/stdout (see `tests/py/*.py`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::workspace_root;
+use crate::{free_port, workspace_root};
 
 /// How long a helper may take to answer before the test fails.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,5 +218,80 @@ impl PyClient {
     /// Waits for the connection to close; returns the close code.
     pub fn closed(&self, timeout: Duration) -> Value {
         self.proc.expect_kind("closed", timeout)["code"].clone()
+    }
+}
+
+/// moto's AWS API server in server mode on a free loopback port, with the Auto
+/// Scaling lifecycle actions moto lacks added to its model (see
+/// `tests/py/aws_autoscaling.py`); the test sets groups up and reads them back with
+/// boto3 through it.
+pub struct PyAutoScaling {
+    proc: LineProc,
+    pub endpoint: String,
+}
+
+impl PyAutoScaling {
+    pub fn start() -> PyAutoScaling {
+        let port = free_port();
+        let proc = LineProc::start("aws_autoscaling.py", &["--port".into(), port.to_string()]);
+        let ready = proc.expect_kind("ready", Duration::from_secs(30));
+        let endpoint = ready["endpoint"].as_str().unwrap_or_default().to_owned();
+        PyAutoScaling { proc, endpoint }
+    }
+
+    /// The AWS environment a client of this server needs.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+    }
+
+    /// Creates group `name` with `desired` instances (at most `max`) and a
+    /// termination lifecycle hook `hook`; returns its instance ids.
+    pub fn group(&mut self, name: &str, hook: &str, desired: u32, max: u32) -> Vec<String> {
+        self.proc.send_line(
+            &json!({"cmd": "group", "name": name, "hook": hook, "desired": desired, "max": max})
+                .to_string(),
+        );
+        let v = self.proc.expect_kind("group", PEER_TIMEOUT);
+        v["instances"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The group's desired capacity and each instance's lifecycle state.
+    pub fn describe(&mut self, name: &str) -> (u64, std::collections::BTreeMap<String, String>) {
+        self.proc
+            .send_line(&json!({"cmd": "describe", "name": name}).to_string());
+        let v = self.proc.expect_kind("describe", PEER_TIMEOUT);
+        let states = v["instances"]
+            .as_object()
+            .map(|o| {
+                o.iter()
+                    .map(|(k, s)| (k.clone(), s.as_str().unwrap_or_default().to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (v["desired"].as_u64().unwrap_or_default(), states)
+    }
+
+    /// Terminates `instance` as an operator or AWS itself would (the group keeps its
+    /// size and launches a replacement).
+    pub fn terminate(&mut self, instance: &str) {
+        self.proc
+            .send_line(&json!({"cmd": "terminate", "instance": instance}).to_string());
+        self.proc.expect_kind("terminated", PEER_TIMEOUT);
     }
 }
