@@ -170,6 +170,29 @@ impl RawClient {
         }
     }
 
+    /// Collects every text message (as JSON) until a close frame; returns them with
+    /// its code (None if the connection just ended or `timeout` passed).
+    pub fn messages_until_close(&mut self, timeout: Duration) -> (Vec<Value>, Option<u16>) {
+        let deadline = Instant::now() + timeout;
+        let mut messages = Vec::new();
+        while let Some(frame) = self.read_frame(deadline.saturating_duration_since(Instant::now()))
+        {
+            match frame.opcode {
+                1 => {
+                    let text = if frame.rsv1 {
+                        inflate(&frame.payload)
+                    } else {
+                        frame.payload
+                    };
+                    messages.extend(serde_json::from_slice::<Value>(&text).ok());
+                }
+                8 => return (messages, frame.close_code()),
+                _ => {}
+            }
+        }
+        (messages, None)
+    }
+
     /// Reads until a close frame; returns its code (None if the connection just ended).
     pub fn expect_close(&mut self, timeout: Duration) -> Option<u16> {
         let deadline = Instant::now() + timeout;

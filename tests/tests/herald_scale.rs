@@ -1,8 +1,9 @@
 //! herald scales the fleet through its exec actuator, with real processes: load
 //! above the high watermark starts a new edge (the hook launches it), which
 //! registers and serves; load below the low watermark drains the edge with the
-//! fewest connections through etcd, its clients reconnect elsewhere, and once it
-//! has left the hook is told to release it.
+//! fewest connections through etcd, its clients reconnect elsewhere and resubscribe,
+//! getting the channel's latest value at once (snapshot) and every message after it,
+//! and once the edge has left the hook is told to release it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -148,20 +149,57 @@ fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
 
     // Load gone: the fleet is cold; the edge with the fewest connections (the new
     // one: 1 client against 2) is drained through etcd. Its client is told to
-    // reconnect.
+    // reconnect; a slow ticker keeps the channel's value moving meanwhile.
     ticker.kill();
     hot.truncate(2);
+    let _slow = publish_cli_background(
+        &[
+            "--relay",
+            &relay.publish_endpoint(),
+            "ticker",
+            "--channels",
+            "busy",
+            "--rate",
+            "5",
+            "--duration",
+            "40s",
+        ],
+        &format!("scale-slow-ticker-{tag}"),
+    );
     let mut on_second = RawClient::connect(&format!("127.0.0.1:{port}"), None);
     on_second.send_text(r#"{"method":"subscribe","channel":"busy"}"#);
     assert_eq!(
         on_second.recv_json(Duration::from_secs(5)).unwrap()["type"],
         "subscribed"
     );
-    assert_eq!(
-        on_second.expect_close(Duration::from_secs(30)),
-        Some(1012),
-        "told to reconnect elsewhere"
+    let (before, code) = on_second.messages_until_close(Duration::from_secs(30));
+    assert_eq!(code, Some(1012), "told to reconnect elsewhere: {before:?}");
+    assert!(
+        before.iter().any(|m| m["type"] == "reconnect"),
+        "{before:?}"
     );
+    let last_seen = before.iter().filter_map(|m| m["seq"].as_u64()).max();
+
+    // It reconnects to the edge that stays and resubscribes: the latest value at
+    // once, then every message after it, without a gap.
+    let mut moved = RawClient::connect(&first.addr(), None);
+    moved.send_text(r#"{"method":"subscribe","channel":"busy"}"#);
+    assert_eq!(
+        moved.recv_json(Duration::from_secs(5)).unwrap()["type"],
+        "subscribed"
+    );
+    let snapshot = moved.recv_json(Duration::from_secs(5)).unwrap();
+    assert_eq!(snapshot["snapshot"], true, "{snapshot}");
+    let at = snapshot["seq"].as_u64().unwrap();
+    assert!(
+        last_seen.is_none_or(|l| at >= l),
+        "{at} after {last_seen:?}"
+    );
+    for expected in at + 1..at + 4 {
+        let next = moved.recv_json(Duration::from_secs(3)).unwrap();
+        assert_eq!(next["seq"].as_u64(), Some(expected), "{next}");
+        assert!(next.get("snapshot").is_none(), "{next}");
+    }
     eventually(Duration::from_secs(15), "the drained edge released", || {
         std::fs::read_to_string(&released)
             .ok()
