@@ -16,6 +16,8 @@ command -v protoc >/dev/null || need_apt+=(protobuf-compiler)
 # Tests and the local fleet: a real etcd 3.4 and HAProxy 2.6.
 command -v etcd >/dev/null || need_apt+=(etcd-server)
 command -v haproxy >/dev/null || need_apt+=(haproxy)
+# Checks of deploy/systemd (systemd-analyze verify); absent in minimal containers.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -23,10 +25,28 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-if ! python3 -c 'import zmq, websockets, moto.server, boto3' 2>/dev/null; then
+if ! python3 -c 'import zmq, websockets, moto.server, boto3, cfnlint' 2>/dev/null \
+  || ! command -v cfn-lint >/dev/null; then
   echo "setup: pip install -r tests/py/requirements.txt"
   python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt \
     || python3 -m pip install -q --break-system-packages -r tests/py/requirements.txt
+fi
+
+# The browser test (tests/tests/browser.rs): Debian's Chromium, driven by
+# playwright-core from npm (pinned in tests/browser/package-lock.json).
+need_browser=()
+command -v node >/dev/null || need_browser+=(nodejs)
+command -v npm >/dev/null || need_browser+=(npm)
+[ -x /usr/bin/chromium ] || need_browser+=(chromium)
+if [ ${#need_browser[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_browser[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_browser[@]}"
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  echo "setup: npm ci in tests/browser"
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }

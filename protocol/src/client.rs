@@ -2,13 +2,14 @@
 //!
 //! Client → edge, one JSON object per text frame:
 //! `{"method":"subscribe","channel":"ticker_INR","id":7}` and
-//! `{"method":"unsubscribe","channel":"ticker_INR"}`. `id` (number or string) is
+//! `{"method":"unsubscribe","channel":"ticker_INR"}`, and `{"method":"info"}` (which
+//! edge this is, whether the socket is compressed). `id` (number or string) is
 //! optional and echoed in the reply so clients can match replies to requests; `token`
 //! is reserved for private channels. Unknown fields are ignored so newer clients can
 //! talk to older edges.
 //!
 //! Edge → client: control replies carry a `"type"` (`subscribed`, `unsubscribed`,
-//! `error`, `reconnect`); errors carry a machine-readable `"error"` code and a human
+//! `info`, `error`, `reconnect`); errors carry a machine-readable `"error"` code and a human
 //! `"message"`. Published messages carry no `"type"`:
 //! `{"channel":..,"event":..,"data":..,"seq":N}`, with `"snapshot":true` when the
 //! message is the channel's latest value replayed on subscribe.
@@ -23,6 +24,8 @@ use crate::channel::validate_channel;
 pub enum Method {
     Subscribe,
     Unsubscribe,
+    /// Which edge serves this connection, and how (no channel).
+    Info,
 }
 
 /// The client's correlation id, echoed back verbatim.
@@ -37,6 +40,7 @@ pub enum RequestId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub method: Method,
+    /// The channel (empty for [`Method::Info`]).
     pub channel: String,
     pub id: Option<RequestId>,
     pub token: Option<String>,
@@ -133,10 +137,20 @@ pub fn parse_request(text: &str) -> Result<Request, RequestError> {
     let method = match object.get("method") {
         Some(Value::String(m)) if m == "subscribe" => Method::Subscribe,
         Some(Value::String(m)) if m == "unsubscribe" => Method::Unsubscribe,
+        Some(Value::String(m)) if m == "info" => {
+            return Ok(Request {
+                method: Method::Info,
+                channel: String::new(),
+                id,
+                token: None,
+            })
+        }
         Some(Value::String(m)) => {
             return Err(with_id(RequestError::new(
                 ErrorCode::UnknownMethod,
-                format!("unknown method {m:?}; expected \"subscribe\" or \"unsubscribe\""),
+                format!(
+                    "unknown method {m:?}; expected \"subscribe\", \"unsubscribe\" or \"info\""
+                ),
             )))
         }
         Some(_) => {
@@ -224,6 +238,17 @@ pub enum Reply<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
     },
+    /// The answer to `info`: this edge's id, whether this socket negotiated
+    /// permessage-deflate, how many channels it holds, and the edge-wide compressed /
+    /// uncompressed byte ratio of the messages it deflated (null before any).
+    Info {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        edge: &'a str,
+        deflate: bool,
+        subscriptions: usize,
+        deflate_ratio: Option<f64>,
+    },
     Error {
         error: ErrorCode,
         message: &'a str,
@@ -295,6 +320,26 @@ mod tests {
         assert_eq!(r.id, Some(RequestId::Text("x".into())));
         let r = parse_request(r#"{"method":"subscribe","channel":"p","token":"t"}"#).unwrap();
         assert_eq!(r.token.as_deref(), Some("t"));
+        let r = parse_request(r#"{"method":"info","id":"i"}"#).unwrap();
+        assert_eq!((r.method, r.channel.as_str()), (Method::Info, ""));
+        assert_eq!(r.id, Some(RequestId::Text("i".into())));
+    }
+
+    #[test]
+    fn the_info_reply_names_the_edge_and_keeps_a_null_ratio() {
+        let id = RequestId::Number(3);
+        let reply = Reply::Info {
+            id: Some(&id),
+            edge: "edge-1",
+            deflate: true,
+            subscriptions: 2,
+            deflate_ratio: None,
+        }
+        .to_json();
+        assert_eq!(
+            reply,
+            r#"{"type":"info","id":3,"edge":"edge-1","deflate":true,"subscriptions":2,"deflate_ratio":null}"#
+        );
     }
 
     fn code(text: &str) -> ErrorCode {

@@ -53,6 +53,10 @@ pub struct Config {
     #[arg(long, env = "PUSHFLEET_LISTEN", default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
 
+    /// Serve the demo page and the browser client at `/demo/` on the public listener.
+    #[arg(long, env = "PUSHFLEET_DEMO")]
+    pub demo: bool,
+
     /// Admin listener (`POST /drain`, `/stats`, `/healthz`); keep it private.
     #[arg(long, env = "PUSHFLEET_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,

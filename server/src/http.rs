@@ -1,5 +1,6 @@
-//! HTTP routes: the public listener (`/ws`, `/healthz`, `/stats`) and the admin
-//! listener (`POST /drain`, `/stats`, `/healthz`), which never shares the public port.
+//! HTTP routes: the public listener (`/ws`, `/healthz`, `/stats`, and with `--demo`
+//! the demo page, see [`crate::demo`]) and the admin listener (`POST /drain`,
+//! `/stats`, `/healthz`), which never shares the public port.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ pub fn public_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/ws").route(web::get().to(not_an_upgrade)))
         .service(resource("/healthz").route(web::get().to(healthz)))
         .service(resource("/stats").route(web::get().to(stats)))
+        .configure(crate::demo::routes)
         .default_service(web::to(not_found));
 }
 
@@ -46,11 +48,12 @@ async fn method_not_allowed(req: HttpRequest) -> HttpResponse {
 }
 
 async fn not_found(req: HttpRequest) -> HttpResponse {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        &format!("no route for {} {}", req.method(), req.path()),
-    )
+    not_found_response(&format!("no route for {} {}", req.method(), req.path()))
+}
+
+/// The JSON 404.
+pub fn not_found_response(message: &str) -> HttpResponse {
+    error(StatusCode::NOT_FOUND, "not_found", message)
 }
 
 /// 200 while ready, 503 while draining: load balancers stop sending new clients.

@@ -9,7 +9,7 @@
 //! - [`upgrade`]: the WebSocket handshake on the raw socket;
 //! - [`session`]: one connection's I/O task; [`outbox`]: its bounded send queue;
 //! - [`codec`]: RFC 6455 frames and RFC 7692 permessage-deflate;
-//! - [`http`]: routes; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
+//! - [`http`]: routes, [`demo`]: the demo page; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
 //! - [`load`]: the load report kept in etcd for herald; [`orders`]: drain orders from etcd;
 //! - [`config`]: flags; [`state`]: what threads share; [`run`]: wiring and shutdown.
 //!
@@ -22,6 +22,7 @@
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod demo;
 pub mod etcd;
 pub mod histogram;
 pub mod http;

@@ -279,5 +279,9 @@ async fn handle_request(
     match request.method {
         Method::Subscribe => worker.subscribe(session, request).await,
         Method::Unsubscribe => worker.unsubscribe(session, request),
+        Method::Info => {
+            worker.info(session, request);
+            Ok(())
+        }
     }
 }

@@ -198,6 +198,24 @@ impl Worker {
         Ok(())
     }
 
+    /// Answers `info`: this edge, this socket's compression, the edge's deflate ratio.
+    pub fn info(&self, session: &Rc<Session>, request: Request) {
+        let metrics = &self.shared.metrics;
+        let (deflate_in, deflate_out) = (
+            metrics.deflate_bytes_in.load(Relaxed),
+            metrics.deflate_bytes_out.load(Relaxed),
+        );
+        let reply = Reply::Info {
+            id: request.id.as_ref(),
+            edge: &metrics.edge_id,
+            deflate: session.compressed,
+            subscriptions: session.subscription_count(),
+            deflate_ratio: (deflate_in > 0).then(|| deflate_out as f64 / deflate_in as f64),
+        }
+        .to_json();
+        session.send_text(&reply, &self.metrics);
+    }
+
     fn remove_subscriber(&self, channel: &Arc<str>, session_id: u64) {
         let mut channels = self.channels.borrow_mut();
         let Some(entry) = channels.get_mut(channel) else {

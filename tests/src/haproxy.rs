@@ -40,6 +40,12 @@ impl Haproxy {
     /// Starts HAProxy with `slots` empty server-template slots whose agent checks go
     /// to `127.0.0.1:agent_port`, and waits until the runtime API answers.
     pub fn start(slots: u32, agent_port: u16) -> Haproxy {
+        Self::start_with_herald(slots, agent_port, None)
+    }
+
+    /// The same, with `/herald/` routed to herald's HTTP port (nothing listens on
+    /// port 1 when `None`: `/herald/` then answers 503).
+    pub fn start_with_herald(slots: u32, agent_port: u16, herald_http: Option<u16>) -> Haproxy {
         let program = program();
         let ws_port = free_port();
         let runtime_port = free_port();
@@ -59,6 +65,10 @@ impl Haproxy {
             .env("HERALD_AGENT_HOST", "127.0.0.1")
             .env("HERALD_AGENT_PORT", agent_port.to_string())
             .env("PUSHFLEET_EDGE_SLOTS", slots.to_string())
+            .env(
+                "HERALD_HTTP_ADDR",
+                format!("127.0.0.1:{}", herald_http.unwrap_or(1)),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -7,8 +7,10 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod browser;
 pub mod fleet;
 pub mod haproxy;
+pub mod local_fleet;
 pub mod ports;
 pub mod process;
 pub mod py;

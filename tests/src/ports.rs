@@ -29,6 +29,13 @@ fn bindable(port: u16) -> bool {
 
 /// The next free port in turn, shared by all test processes.
 pub fn next_free() -> u16 {
+    next_block(1)
+}
+
+/// The first of `n` consecutive free ports, handed out together (for scripts that
+/// derive ports from a base, like `deploy/local/fleet.sh`).
+pub fn next_block(n: u16) -> u16 {
+    assert!((1..=100).contains(&n), "a block of 1..=100 ports");
     let path = counter_file();
     let mut file = OpenOptions::new()
         .read(true)
@@ -49,9 +56,13 @@ pub fn next_free() -> u16 {
         .unwrap_or(FIRST);
     let span = usize::from(LAST - FIRST) + 1;
     for _ in 0..span {
+        if port > LAST - n + 1 {
+            port = FIRST;
+        }
         let candidate = port;
-        port = if port >= LAST { FIRST } else { port + 1 };
-        if bindable(candidate) {
+        port += 1;
+        if (candidate..candidate + n).all(bindable) {
+            port = candidate + n;
             let saved = file
                 .seek(SeekFrom::Start(0))
                 .and_then(|_| file.set_len(0))

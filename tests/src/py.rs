@@ -14,28 +14,35 @@ use crate::{free_port, workspace_root};
 /// How long a helper may take to answer before the test fails.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(10);
 
-struct LineProc {
+/// A helper process speaking JSON lines on stdin/stdout (Python here, Node for the
+/// browser driver).
+pub(crate) struct LineProc {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<Value>,
     name: String,
+    /// How long to let it exit by itself after stdin closes, before killing it.
+    pub(crate) grace: Duration,
 }
 
 impl LineProc {
     fn start(script: &str, args: &[String]) -> LineProc {
         let path = workspace_root().join("tests").join("py").join(script);
-        let mut child = Command::new("python3")
-            .arg("-u")
-            .arg(&path)
-            .args(args)
+        let mut command = Command::new("python3");
+        command.arg("-u").arg(&path).args(args);
+        Self::spawn(command, script)
+    }
+
+    /// Starts `command` with piped stdin/stdout (stderr inherited).
+    pub(crate) fn spawn(mut command: Command, name: &str) -> LineProc {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start python3 {}: {e}", path.display()));
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let (tx, rx) = channel();
-        let name = script.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
@@ -53,11 +60,12 @@ impl LineProc {
             stdin: child.stdin.take(),
             child,
             lines: rx,
-            name,
+            name: name.to_owned(),
+            grace: Duration::ZERO,
         }
     }
 
-    fn send_line(&mut self, line: &str) {
+    pub(crate) fn send_line(&mut self, line: &str) {
         let stdin = self
             .stdin
             .as_mut()
@@ -69,12 +77,12 @@ impl LineProc {
     }
 
     /// Next event line, or None after `timeout`.
-    fn next(&self, timeout: Duration) -> Option<Value> {
+    pub(crate) fn next(&self, timeout: Duration) -> Option<Value> {
         self.lines.recv_timeout(timeout).ok()
     }
 
     /// Next event of `kind`, skipping others; panics after `timeout`.
-    fn expect_kind(&self, kind: &str, timeout: Duration) -> Value {
+    pub(crate) fn expect_kind(&self, kind: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -88,8 +96,17 @@ impl LineProc {
 }
 
 impl Drop for LineProc {
+    /// Closes stdin, lets the helper exit by itself for its `grace` (the browser driver
+    /// then closes Chromium and removes its profile), then kills what is left.
     fn drop(&mut self) {
         self.stdin.take();
+        let deadline = Instant::now() + self.grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -4,15 +4,29 @@
 //! it and its unsubscription when the last edge lets it go (or disconnects), so this
 //! set is exactly the union of every connected edge's channels. A message for a
 //! channel outside it goes nowhere: the relay counts it (`no_subscribers`) and never
-//! touches the network. The set also bounds the sequence table: a counter lives only
-//! while some edge holds its channel, so a publisher inventing channel names cannot
-//! grow the relay's memory.
+//! touches the network. The set also bounds the sequence table: a counter is created
+//! only when some edge takes its channel, so a publisher inventing channel names
+//! cannot grow the relay's memory.
+//!
+//! When the last edge lets a channel go, its counter is *retired*, not dropped, for
+//! [`RETIRED_FOR`] (at most [`RETIRED_MAX`] of them): messages published meanwhile
+//! still advance it (and go nowhere), and an edge taking the channel again continues
+//! the numbering. So a client whose edge died and who resubscribes on an edge that
+//! did not hold the channel sees the numbers it missed as a gap, never as a restart
+//! it could mistake for a new stream. Only a relay restart starts numbers over.
 //!
 //! The empty subscription (a raw ZeroMQ tap subscribing to everything) is honoured:
 //! while one exists every message is forwarded, numbered only if its channel is
 //! also held by name.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// How long a channel nobody holds keeps its counter.
+pub const RETIRED_FOR: Duration = Duration::from_secs(600);
+/// Most retired counters kept (a client subscribing to many invented names churns
+/// through them; the oldest go first).
+pub const RETIRED_MAX: usize = 100_000;
 
 /// A subscription change read from the edge-facing XPUB socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,34 +62,79 @@ pub enum Route {
 pub struct Interest {
     /// Channel → last sequence number handed out (0: none yet).
     channels: HashMap<Box<[u8]>, u64>,
+    /// Channels nobody holds any more → (last number, when let go).
+    retired: HashMap<Box<[u8]>, (u64, Instant)>,
     catch_all: bool,
 }
 
 impl Interest {
     /// Applies one change from the XPUB socket.
     pub fn apply(&mut self, change: Change<'_>) {
+        self.apply_at(change, Instant::now());
+    }
+
+    /// [`Interest::apply`] at a given time.
+    pub fn apply_at(&mut self, change: Change<'_>, now: Instant) {
         match change {
             Change::Subscribe(b"") => self.catch_all = true,
             Change::Unsubscribe(b"") => self.catch_all = false,
             Change::Subscribe(topic) => {
-                self.channels.entry(topic.into()).or_insert(0);
+                if !self.channels.contains_key(topic) {
+                    let seq = self
+                        .retired
+                        .remove(topic)
+                        .filter(|(_, since)| now.duration_since(*since) < RETIRED_FOR)
+                        .map_or(0, |(seq, _)| seq);
+                    self.channels.insert(topic.into(), seq);
+                }
             }
             Change::Unsubscribe(topic) => {
-                self.channels.remove(topic);
+                if let Some((name, seq)) = self.channels.remove_entry(topic) {
+                    self.retire(name, seq, now);
+                }
             }
         }
     }
 
-    /// Routes one message of `channel`, advancing its counter when numbered.
+    fn retire(&mut self, name: Box<[u8]>, seq: u64, now: Instant) {
+        if self.retired.len() >= RETIRED_MAX {
+            self.retired
+                .retain(|_, (_, since)| now.duration_since(*since) < RETIRED_FOR);
+        }
+        if self.retired.len() >= RETIRED_MAX {
+            // Still full of recent ones: drop the oldest tenth in one pass.
+            let mut ages: Vec<Instant> = self.retired.values().map(|(_, t)| *t).collect();
+            ages.sort_unstable();
+            let cut = ages[RETIRED_MAX / 10];
+            self.retired.retain(|_, (_, since)| *since > cut);
+        }
+        self.retired.insert(name, (seq, now));
+    }
+
+    /// Routes one message of `channel`, advancing its counter when numbered (or
+    /// retired: the number is spent even though nobody receives it).
     pub fn route(&mut self, channel: &[u8]) -> Route {
         match self.channels.get_mut(channel) {
             Some(seq) => {
                 *seq += 1;
                 Route::Numbered(*seq)
             }
-            None if self.catch_all => Route::Unnumbered,
-            None => Route::Nowhere,
+            None => {
+                if let Some((seq, _)) = self.retired.get_mut(channel) {
+                    *seq += 1;
+                }
+                if self.catch_all {
+                    Route::Unnumbered
+                } else {
+                    Route::Nowhere
+                }
+            }
         }
+    }
+
+    /// Retired counters kept.
+    pub fn retired(&self) -> usize {
+        self.retired.len()
     }
 
     /// Channels held by name.
@@ -115,7 +174,38 @@ mod tests {
         assert_eq!(i.route(b"a"), Route::Nowhere);
         assert!(i.is_empty());
         i.apply(Change::Subscribe(b"a"));
-        assert_eq!(i.route(b"a"), Route::Numbered(1), "held again: starts over");
+        assert_eq!(
+            i.route(b"a"),
+            Route::Numbered(5),
+            "held again: numbering goes on, the message nobody held counted as missed"
+        );
+    }
+
+    #[test]
+    fn retired_counters_expire_and_stay_bounded() {
+        let mut i = Interest::default();
+        let t0 = Instant::now();
+        i.apply_at(Change::Subscribe(b"a"), t0);
+        assert_eq!(i.route(b"a"), Route::Numbered(1));
+        i.apply_at(Change::Unsubscribe(b"a"), t0);
+        let later = t0 + RETIRED_FOR + Duration::from_secs(1);
+        i.apply_at(Change::Subscribe(b"a"), later);
+        assert_eq!(
+            i.route(b"a"),
+            Route::Numbered(1),
+            "forgotten after RETIRED_FOR"
+        );
+
+        let mut i = Interest::default();
+        for n in 0..RETIRED_MAX + 10 {
+            let name = format!("c{n}");
+            let at = t0 + Duration::from_millis(n as u64);
+            i.apply_at(Change::Subscribe(name.as_bytes()), at);
+            i.apply_at(Change::Unsubscribe(name.as_bytes()), at);
+        }
+        assert!(i.retired() <= RETIRED_MAX, "{}", i.retired());
+        assert!(i.retired() >= RETIRED_MAX * 8 / 10, "{}", i.retired());
+        assert!(i.is_empty());
     }
 
     #[test]
