@@ -116,6 +116,11 @@ impl LocalFleet {
         format!("127.0.0.1:{}", self.base + 30 + n - 1)
     }
 
+    /// The admin address of edge `edge-<n>` (`POST /drain`).
+    pub fn edge_admin(&self, n: u16) -> String {
+        format!("127.0.0.1:{}", self.base + 35 + n - 1)
+    }
+
     /// Every port the fleet listens on.
     pub fn ports(&self) -> Vec<u16> {
         let mut ports: Vec<u16> = (0..=6).map(|o| self.base + o).collect();

@@ -1,7 +1,8 @@
 //! The demo page in headless Chromium (Debian's, driven by Playwright), through
 //! HAProxy on the local fleet (`deploy/local/fleet.sh`): live ticker values arrive
 //! compressed (permessage-deflate negotiated by the browser itself); the edge serving
-//! the page is killed and the page reconnects to another edge and resumes; herald's
+//! the page is killed and the page reconnects to another edge and resumes; the next
+//! edge is drained and the page follows its reconnect hint to the last one; herald's
 //! fleet view shows the edges. A screenshot is saved to
 //! `target/test-artifacts/demo.png` (and `demo-fleet.png`).
 
@@ -82,10 +83,23 @@ fn the_demo_page_receives_compressed_ticks_and_survives_the_death_of_its_edge() 
         "{seq_before} -> {seq_after}: {before} {after}"
     );
 
-    // herald's view through HAProxy: the two edges left (the dead one leaves with
-    // its lease).
+    // Drain the page's new edge: it tells the page to reconnect (after a jittered
+    // delay), and HAProxy, seeing the edge's /healthz at 503 and herald's `drain`,
+    // sends it to the third edge.
+    let second = after["edge"].as_str().unwrap().to_owned();
+    let n: u16 = second.trim_start_matches("edge-").parse().unwrap();
+    let (code, _) =
+        pushfleet_tests::fleet::http_body("POST", &fleet.edge_admin(n), "/drain", "").unwrap();
+    assert_eq!(code, 202);
+    let third = page.wait_state("moved off the drained edge", Duration::from_secs(40), |s| {
+        s["connected"] == true && s["edge"].as_str().is_some_and(|e| e != edge && e != second)
+    });
+    assert!(third["reconnects"].as_u64().unwrap() >= 2, "{third}");
+
+    // herald's view through HAProxy: the edges left (the dead one leaves with its
+    // lease, the drained one when it exits).
     let fleet_view = page.herald_view();
-    assert!(fleet_view["rows"].as_u64().unwrap() >= 2, "{fleet_view}");
+    assert!(fleet_view["rows"].as_u64().unwrap() >= 1, "{fleet_view}");
     page.screenshot(&artifacts.join("demo-fleet.png"));
     page.ticker_view();
 }
