@@ -10,12 +10,17 @@ use crate::haproxy::{Client, ServerAdmin};
 use crate::score::EdgeView;
 use crate::slots::{Command, Existing, Slots};
 
+/// Every this many rounds the leader reads each HAProxy's servers back and repairs
+/// slots that are out of line (a restarted HAProxy comes back with every slot empty).
+pub const VERIFY_EVERY: u64 = 10;
+
 /// Runtime API targets and the slot table they share.
 pub struct Pusher {
     clients: Vec<Client>,
     backend: String,
     slots: Slots,
     adopted: bool,
+    rounds: u64,
 }
 
 /// What one round did.
@@ -32,6 +37,7 @@ impl Pusher {
             backend,
             slots,
             adopted: false,
+            rounds: 0,
         }
     }
 
@@ -55,17 +61,7 @@ impl Pusher {
             };
             match first.servers(&self.backend).await {
                 Ok(servers) => {
-                    let existing: Vec<Existing> = servers
-                        .iter()
-                        .filter_map(|s| {
-                            Some(Existing {
-                                slot: s.name.clone(),
-                                addr: s.socket_addr()?,
-                                maint: s.admin_state.is_maint(),
-                            })
-                        })
-                        .collect();
-                    self.slots.adopt(&existing, views);
+                    self.slots.adopt(&existing(&servers), views);
                     self.adopted = true;
                     info!(slots = ?self.slots.table(), "adopted HAProxy's slots");
                 }
@@ -73,6 +69,23 @@ impl Pusher {
                     warn!(error = %e, "cannot read HAProxy's servers; retrying next round");
                     outcome.failed += 1;
                     return outcome;
+                }
+            }
+        }
+        self.rounds += 1;
+        if self.rounds.is_multiple_of(VERIFY_EVERY) {
+            for client in &self.clients {
+                match client.servers(&self.backend).await {
+                    Ok(servers) => {
+                        let repaired = self.slots.verify(&existing(&servers), views);
+                        if repaired > 0 {
+                            warn!(runtime = %client.addr(), repaired, "HAProxy lost slots (restarted?): filling them again");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(runtime = %client.addr(), error = %e, "cannot read HAProxy's servers to verify them");
+                        outcome.failed += 1;
+                    }
                 }
             }
         }
@@ -89,11 +102,25 @@ impl Pusher {
                 outcome.pushed += 1;
             } else {
                 outcome.failed += 1;
-                self.slots.failed(command.slot());
+                self.slots.failed(&command);
             }
         }
         outcome
     }
+}
+
+/// HAProxy's servers as slots.
+fn existing(servers: &[crate::haproxy::ServerState]) -> Vec<Existing> {
+    servers
+        .iter()
+        .filter_map(|s| {
+            Some(Existing {
+                slot: s.name.clone(),
+                addr: s.socket_addr()?,
+                maint: s.admin_state.is_maint(),
+            })
+        })
+        .collect()
 }
 
 async fn execute(

@@ -54,6 +54,8 @@ impl Command {
 #[derive(Debug, Clone)]
 struct Assignment {
     edge: String,
+    /// HAProxy has this slot pointed at the edge (false: send `Fill` again).
+    filled: bool,
     /// What HAProxy was last told successfully.
     pushed: Option<(Verdict, u32)>,
 }
@@ -98,6 +100,7 @@ impl Slots {
                     slot.slot.clone(),
                     Assignment {
                         edge: view.id.clone(),
+                        filled: true,
                         pushed: None,
                     },
                 );
@@ -132,10 +135,10 @@ impl Slots {
             if self.slot_of(&view.id).is_some() {
                 continue;
             }
-            let Ok(addr) = view.address.parse::<SocketAddr>() else {
+            if view.address.parse::<SocketAddr>().is_err() {
                 warn!(edge = %view.id, address = %view.address, "an edge address must be ip:port to put it in HAProxy");
                 continue;
-            };
+            }
             let Some(slot) = self
                 .names
                 .iter()
@@ -145,16 +148,11 @@ impl Slots {
                 self.unplaced.push(view.id.clone());
                 continue;
             };
-            commands.push(Command::Fill {
-                slot: slot.clone(),
-                edge: view.id.clone(),
-                ip: addr.ip(),
-                port: addr.port(),
-            });
             self.assigned.insert(
                 slot,
                 Assignment {
                     edge: view.id.clone(),
+                    filled: false,
                     pushed: None,
                 },
             );
@@ -166,6 +164,19 @@ impl Slots {
             let Some(view) = views.get(&assignment.edge) else {
                 continue;
             };
+            if !assignment.filled {
+                let Ok(addr) = view.address.parse::<SocketAddr>() else {
+                    continue;
+                };
+                commands.push(Command::Fill {
+                    slot: slot.clone(),
+                    edge: view.id.clone(),
+                    ip: addr.ip(),
+                    port: addr.port(),
+                });
+                assignment.filled = true;
+                assignment.pushed = None;
+            }
             let wanted = (view.verdict, view.percent);
             if assignment.pushed == Some(wanted) {
                 continue;
@@ -186,10 +197,39 @@ impl Slots {
     }
 
     /// A command failed: plan that slot's state again next round.
-    pub fn failed(&mut self, slot: &str) {
-        if let Some(a) = self.assigned.get_mut(slot) {
+    pub fn failed(&mut self, command: &Command) {
+        if let Some(a) = self.assigned.get_mut(command.slot()) {
             a.pushed = None;
+            if matches!(command, Command::Fill { .. }) {
+                a.filled = false;
+            }
         }
+    }
+
+    /// Checks the table against what one HAProxy shows: a slot of ours that it has
+    /// pointed elsewhere or in maintenance (HAProxy restarted, or someone changed it
+    /// by hand) is filled and pushed again next round, in the same slot. Returns how
+    /// many slots were out of line.
+    pub fn verify(&mut self, shown: &[Existing], views: &BTreeMap<String, EdgeView>) -> usize {
+        let mut repaired = 0;
+        for (slot, assignment) in &mut self.assigned {
+            let Some(view) = views.get(&assignment.edge) else {
+                continue;
+            };
+            let Ok(addr) = view.address.parse::<SocketAddr>() else {
+                continue;
+            };
+            let in_line = shown
+                .iter()
+                .find(|e| &e.slot == slot)
+                .is_some_and(|e| e.addr == addr && !e.maint);
+            if assignment.filled && !in_line {
+                assignment.filled = false;
+                assignment.pushed = None;
+                repaired += 1;
+            }
+        }
+        repaired
     }
 
     /// Slot → edge, for the status page.
@@ -273,7 +313,9 @@ mod tests {
             view("b", 8002, Verdict::Ready, 80),
         ]);
         slots.plan(&v);
-        slots.failed("edge2");
+        slots.failed(&Command::Ready {
+            slot: "edge2".into(),
+        });
         let again = slots.plan(&v);
         assert_eq!(again.len(), 2, "{again:?}");
         assert!(again.iter().all(|c| c.slot() == "edge2"));
@@ -306,5 +348,60 @@ mod tests {
             plan.iter().all(|c| !matches!(c, Command::Fill { .. })),
             "{plan:?}"
         );
+    }
+
+    #[test]
+    fn a_haproxy_that_lost_its_slots_gets_them_back_in_place() {
+        let mut slots = Slots::new("edge", 3);
+        let v = views(vec![
+            view("a", 8001, Verdict::Ready, 100),
+            view("b", 8002, Verdict::Ready, 80),
+        ]);
+        slots.plan(&v);
+        let shown = |b_in_line: bool| {
+            vec![
+                Existing {
+                    slot: "edge1".into(),
+                    addr: "127.0.0.1:8001".parse().unwrap(),
+                    maint: false,
+                },
+                Existing {
+                    slot: "edge2".into(),
+                    addr: if b_in_line {
+                        "127.0.0.1:8002".parse().unwrap()
+                    } else {
+                        "127.0.0.1:1".parse().unwrap()
+                    },
+                    maint: !b_in_line,
+                },
+            ]
+        };
+        assert_eq!(slots.verify(&shown(true), &v), 0);
+        assert!(slots.plan(&v).is_empty());
+        // Restarted: edge2 is back to the template's placeholder, in maintenance.
+        assert_eq!(slots.verify(&shown(false), &v), 1);
+        let plan = slots.plan(&v);
+        assert_eq!(
+            plan,
+            [
+                Command::Fill {
+                    slot: "edge2".into(),
+                    edge: "b".into(),
+                    ip: "127.0.0.1".parse().unwrap(),
+                    port: 8002
+                },
+                Command::Weight {
+                    slot: "edge2".into(),
+                    percent: 80
+                },
+                Command::Ready {
+                    slot: "edge2".into()
+                },
+            ]
+        );
+        assert_eq!(slots.slot_of("b"), Some("edge2"), "the same slot");
+        // A failed fill is sent again too.
+        slots.failed(&plan[0]);
+        assert_eq!(slots.plan(&v).len(), 3);
     }
 }

@@ -23,7 +23,7 @@ const CANDIDATES: [&str; 2] = ["/usr/sbin/haproxy", "/usr/bin/haproxy"];
 
 /// A running HAProxy.
 pub struct Haproxy {
-    child: Child,
+    child: Option<Child>,
     /// Its output.
     pub log: PathBuf,
     /// The WebSocket frontend's port.
@@ -34,6 +34,8 @@ pub struct Haproxy {
     pub stats_port: u16,
     /// The number of `edgeN` slots in backend `edges`.
     pub slots: u32,
+    agent_port: u16,
+    herald_http: Option<u16>,
 }
 
 impl Haproxy {
@@ -46,55 +48,75 @@ impl Haproxy {
     /// The same, with `/herald/` routed to herald's HTTP port (nothing listens on
     /// port 1 when `None`: `/herald/` then answers 503).
     pub fn start_with_herald(slots: u32, agent_port: u16, herald_http: Option<u16>) -> Haproxy {
-        let program = program();
         let ws_port = free_port();
-        let runtime_port = free_port();
-        let stats_port = free_port();
-        let config = workspace_root().join("haproxy").join("haproxy.cfg");
         let log = log_dir().join(format!("haproxy-{ws_port}.log"));
-        let out =
-            File::create(&log).unwrap_or_else(|e| panic!("cannot create {}: {e}", log.display()));
+        let mut haproxy = Haproxy {
+            child: None,
+            log,
+            ws_port,
+            runtime_port: free_port(),
+            stats_port: free_port(),
+            slots,
+            agent_port,
+            herald_http,
+        };
+        haproxy.spawn();
+        haproxy
+    }
+
+    /// Starts the process on this instance's ports (its log appended to) and waits
+    /// until the runtime API answers.
+    fn spawn(&mut self) {
+        let program = program();
+        let config = workspace_root().join("haproxy").join("haproxy.cfg");
+        let out = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log.display()));
         let err = out.try_clone().unwrap_or_else(|e| panic!("log file: {e}"));
         let child = Command::new(&program)
             .arg("-db")
             .arg("-f")
             .arg(&config)
-            .env("HAPROXY_RUNTIME", format!("ipv4@127.0.0.1:{runtime_port}"))
-            .env("PUSHFLEET_WS_BIND", format!("127.0.0.1:{ws_port}"))
-            .env("HAPROXY_STATS_BIND", format!("127.0.0.1:{stats_port}"))
+            .env("HAPROXY_RUNTIME", self.runtime_addr())
+            .env("PUSHFLEET_WS_BIND", format!("127.0.0.1:{}", self.ws_port))
+            .env("HAPROXY_STATS_BIND", self.stats_addr())
             .env("HERALD_AGENT_HOST", "127.0.0.1")
-            .env("HERALD_AGENT_PORT", agent_port.to_string())
-            .env("PUSHFLEET_EDGE_SLOTS", slots.to_string())
+            .env("HERALD_AGENT_PORT", self.agent_port.to_string())
+            .env("PUSHFLEET_EDGE_SLOTS", self.slots.to_string())
             .env(
                 "HERALD_HTTP_ADDR",
-                format!("127.0.0.1:{}", herald_http.unwrap_or(1)),
+                format!("127.0.0.1:{}", self.herald_http.unwrap_or(1)),
             )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let mut haproxy = Haproxy {
-            child,
-            log,
-            ws_port,
-            runtime_port,
-            stats_port,
-            slots,
-        };
+        self.child = Some(child);
         // HAProxy binds every listener before it serves any, so a runtime API that
         // answers means the frontend and the stats page are listening too.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while haproxy.command("show info").is_none() {
-            haproxy.assert_running();
+        while self.command("show info").is_none() {
+            self.assert_running();
             assert!(
                 Instant::now() < deadline,
                 "HAProxy's runtime API never answered:\n{}",
-                haproxy.log_text()
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        haproxy
+    }
+
+    /// Kills HAProxy (SIGKILL) and starts it again on the same ports: it comes back
+    /// with the configuration file's state, every slot empty.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.spawn();
     }
 
     /// The WebSocket URL clients use.
@@ -119,7 +141,7 @@ impl Haproxy {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// One runtime API command over a plain blocking socket, independently of the
@@ -135,7 +157,7 @@ impl Haproxy {
 
     /// Panics with the log if HAProxy has exited (a config or bind error).
     pub fn assert_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
             panic!("HAProxy exited ({status}):\n{}", self.log_text());
         }
     }
@@ -148,8 +170,10 @@ impl Haproxy {
 impl Drop for Haproxy {
     fn drop(&mut self) {
         // Child::kill is SIGKILL to this child's PID only.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- haproxy log ({}) ---\n{}",

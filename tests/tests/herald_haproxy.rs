@@ -1,7 +1,8 @@
 //! herald driving a real HAProxy 2.6 (Debian) over its runtime API and agent
 //! checks: edges fill server-template slots without a reload, a hot edge's weight
 //! drops and new connections through HAProxy go mostly elsewhere, a killed edge
-//! leaves rotation within its lease TTL, and a new edge joins.
+//! leaves rotation within its lease TTL, a new edge joins, and a restarted HAProxy
+//! gets its slots back from the leader.
 
 #![allow(clippy::unwrap_used)]
 
@@ -85,7 +86,7 @@ fn herald_fills_haproxy_moves_weights_off_a_hot_edge_and_follows_the_fleet() {
     let etcd = Etcd::start();
     let relay = Relay::start(&[]);
     let agent_port = free_port();
-    let haproxy = Haproxy::start(4, agent_port);
+    let mut haproxy = Haproxy::start(4, agent_port);
     let runtime = haproxy.runtime_addr();
     let flags = |id: &str| -> Vec<String> {
         [
@@ -220,9 +221,23 @@ fn herald_fills_haproxy_moves_weights_off_a_hot_edge_and_follows_the_fleet() {
     );
     // A new edge joins without a reload.
     edges.push(edge(&relay, &etcd, "late"));
-    eventually(
+    let late_slot = eventually(
         Duration::from_secs(15),
         "the new edge placed and up",
         || slot_of(&haproxy, &edges[3]),
     );
+
+    // HAProxy restarts (its runtime changes are gone: every slot back in
+    // maintenance): the leader notices on its next verification and fills the
+    // same slots again.
+    haproxy.restart();
+    let live = [(0, slots[0].clone()), (1, slots[1].clone()), (3, late_slot)];
+    for (i, slot) in &live {
+        let again = eventually(
+            Duration::from_secs(15),
+            "the restarted HAProxy refilled",
+            || slot_of(&haproxy, &edges[*i]),
+        );
+        assert_eq!(&again, slot, "refilled in the same slot");
+    }
 }
