@@ -227,6 +227,30 @@ pub struct Herald {
     pub http_port: u16,
 }
 
+/// herald's scaler on a test's time scale: evaluations every 300 ms, a capacity of
+/// 300 deliveries/s per edge, watermarks 0.5 / 0.2 held for 1 s, 2 s cooldowns,
+/// between 1 and 2 edges. Add `--scale MODE` and its own flags.
+pub const FAST_SCALING: [&str; 18] = [
+    "--interval",
+    "300ms",
+    "--stale-after",
+    "3s",
+    "--capacity-msgs-out",
+    "300",
+    "--scale-high",
+    "0.5",
+    "--scale-low",
+    "0.2",
+    "--scale-sustain",
+    "1s",
+    "--scale-cooldown",
+    "2s",
+    "--scale-min",
+    "1",
+    "--scale-max",
+    "2",
+];
+
 impl Herald {
     /// Starts herald against `etcd` with extra flags; waits for its status page.
     pub fn start(etcd: &str, extra: &[&str]) -> Herald {
@@ -442,6 +466,25 @@ pub fn publish_cli(args: &[&str]) -> Output {
 pub fn publish_cli_background(args: &[&str], name: &str) -> Service {
     let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
     Service::spawn(&binary("pushfleet-publish"), &args, name)
+}
+
+/// A `pushfleet-publish ticker` on `channel` at `rate` msg/s for at most 60 s,
+/// publishing to `relay` (its publish endpoint); named `<name>` in the logs.
+pub fn ticker(relay: &str, channel: &str, rate: u32, name: &str) -> Service {
+    publish_cli_background(
+        &[
+            "--relay",
+            relay,
+            "ticker",
+            "--channels",
+            channel,
+            "--rate",
+            &rate.to_string(),
+            "--duration",
+            "60s",
+        ],
+        name,
+    )
 }
 
 /// Publishes `(channel, event, data)` messages with the copyable Python example

@@ -18,6 +18,15 @@ pub struct Frame {
 }
 
 impl Frame {
+    /// A text frame's JSON, inflated first if it was compressed.
+    pub fn text_json(&self) -> Option<Value> {
+        if self.rsv1 {
+            serde_json::from_slice(&inflate(&self.payload)).ok()
+        } else {
+            serde_json::from_slice(&self.payload).ok()
+        }
+    }
+
     /// The close code of a close frame.
     pub fn close_code(&self) -> Option<u16> {
         (self.opcode == 8 && self.payload.len() >= 2)
@@ -156,14 +165,7 @@ impl RawClient {
         loop {
             let frame = self.read_frame(deadline.saturating_duration_since(Instant::now()))?;
             match frame.opcode {
-                1 => {
-                    let text = if frame.rsv1 {
-                        inflate(&frame.payload)
-                    } else {
-                        frame.payload
-                    };
-                    return serde_json::from_slice(&text).ok();
-                }
+                1 => return frame.text_json(),
                 9 | 10 => continue,
                 _ => return None,
             }
@@ -178,14 +180,7 @@ impl RawClient {
         while let Some(frame) = self.read_frame(deadline.saturating_duration_since(Instant::now()))
         {
             match frame.opcode {
-                1 => {
-                    let text = if frame.rsv1 {
-                        inflate(&frame.payload)
-                    } else {
-                        frame.payload
-                    };
-                    messages.extend(serde_json::from_slice::<Value>(&text).ok());
-                }
+                1 => messages.extend(frame.text_json()),
                 8 => return (messages, frame.close_code()),
                 _ => {}
             }

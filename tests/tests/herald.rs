@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use pushfleet_tests::fleet::publish_cli_background;
+use pushfleet_tests::fleet::ticker;
 use pushfleet_tests::{eventually, Edge, Etcd, Herald, RawClient, Relay};
 use serde_json::Value;
 
@@ -64,18 +64,10 @@ fn a_hot_edge_gets_a_lower_weight_and_agent_checks_say_so() {
     let idle: u64 = reply.trim_end_matches("% ready\n").parse().unwrap();
     assert!((80..=125).contains(&idle), "{reply}");
 
-    let _ticker = publish_cli_background(
-        &[
-            "--relay",
-            &relay.publish_endpoint(),
-            "ticker",
-            "--channels",
-            "busy",
-            "--rate",
-            "100",
-            "--duration",
-            "30s",
-        ],
+    let _ticker = ticker(
+        &relay.publish_endpoint(),
+        "busy",
+        100,
         &format!("herald-ticker-{}", relay.ports.http),
     );
     let status = eventually(

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use pushfleet_tests::fleet::publish_cli_background;
+use pushfleet_tests::fleet::{ticker, FAST_SCALING};
 use pushfleet_tests::{eventually, free_port, Edge, Etcd, Herald, PyAutoScaling, RawClient, Relay};
 
 const GROUP: &str = "pushfleet-edges";
@@ -63,33 +63,19 @@ fn herald_drives_an_auto_scaling_group_and_drains_what_its_termination_hook_hold
         free_port(),
         &aws.env(),
         &[
-            "--interval",
-            "300ms",
-            "--stale-after",
-            "3s",
-            "--capacity-msgs-out",
-            "300",
-            "--scale",
-            "aws",
-            "--aws-edge-group",
-            GROUP,
-            "--aws-lifecycle-hook",
-            HOOK,
-            "--aws-poll",
-            "1s",
-            "--scale-high",
-            "0.5",
-            "--scale-low",
-            "0.2",
-            "--scale-sustain",
-            "1s",
-            "--scale-cooldown",
-            "2s",
-            "--scale-min",
-            "1",
-            "--scale-max",
-            "2",
-        ],
+            &FAST_SCALING[..],
+            &[
+                "--scale",
+                "aws",
+                "--aws-edge-group",
+                GROUP,
+                "--aws-lifecycle-hook",
+                HOOK,
+                "--aws-poll",
+                "1s",
+            ],
+        ]
+        .concat(),
     );
 
     // Hot: 20 subscribers × 100 msg/s against a capacity of 300 deliveries/s.
@@ -98,18 +84,10 @@ fn herald_drives_an_auto_scaling_group_and_drains_what_its_termination_hook_hold
         .collect();
     relay.wait_stats("busy held", |s| s["channels"] == 1);
     let tag = relay.ports.http;
-    let mut ticker = publish_cli_background(
-        &[
-            "--relay",
-            &relay.publish_endpoint(),
-            "ticker",
-            "--channels",
-            "busy",
-            "--rate",
-            "100",
-            "--duration",
-            "60s",
-        ],
+    let mut busy = ticker(
+        &relay.publish_endpoint(),
+        "busy",
+        100,
         &format!("aws-ticker-{tag}"),
     );
     let launched = eventually(Duration::from_secs(20), "desired capacity 2", || {
@@ -128,7 +106,7 @@ fn herald_drives_an_auto_scaling_group_and_drains_what_its_termination_hook_hold
 
     // Cold: the edge with fewest connections (the new one) is drained, then its
     // instance terminated; the hook holds it until herald completes the action.
-    ticker.kill();
+    busy.kill();
     hot.truncate(2);
     let mut on_second = told_to_move(&second);
     assert_eq!(

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use pushfleet_tests::fleet::publish_cli_background;
+use pushfleet_tests::fleet::ticker;
 use pushfleet_tests::haproxy::Haproxy;
 use pushfleet_tests::{eventually, free_port, Edge, Etcd, Herald, RawClient, Relay};
 
@@ -141,18 +141,10 @@ fn herald_fills_haproxy_moves_weights_off_a_hot_edge_and_follows_the_fleet() {
         })
         .collect();
     relay.wait_stats("channels held", |s| s["channels"] == 2);
-    let _ticker = publish_cli_background(
-        &[
-            "--relay",
-            &relay.publish_endpoint(),
-            "ticker",
-            "--channels",
-            "busy",
-            "--rate",
-            "400",
-            "--duration",
-            "60s",
-        ],
+    let _ticker = ticker(
+        &relay.publish_endpoint(),
+        "busy",
+        400,
         &format!("haproxy-ticker-{}", relay.ports.http),
     );
     eventually(

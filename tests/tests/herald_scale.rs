@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use pushfleet_tests::fleet::publish_cli_background;
+use pushfleet_tests::fleet::{ticker, FAST_SCALING};
 use pushfleet_tests::process::{binary, log_dir};
 use pushfleet_tests::{eventually, free_port, Edge, Etcd, Herald, RawClient, Relay};
 
@@ -87,47 +87,20 @@ fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
     let herald = Herald::start(
         &etcd.endpoint(),
         &[
-            "--interval",
-            "300ms",
-            "--stale-after",
-            "3s",
-            "--capacity-msgs-out",
-            "300",
-            "--scale",
-            "exec",
-            "--scale-exec",
-            &hook,
-            "--scale-high",
-            "0.5",
-            "--scale-low",
-            "0.2",
-            "--scale-sustain",
-            "1s",
-            "--scale-cooldown",
-            "2s",
-            "--scale-min",
-            "1",
-            "--scale-max",
-            "2",
-        ],
+            &FAST_SCALING[..],
+            &["--scale", "exec", "--scale-exec", &hook],
+        ]
+        .concat(),
     );
 
     // Load: 20 subscribers on the first edge, 100 msg/s → 2,000 deliveries/s
     // against a capacity of 300: far above the high watermark.
     let mut hot: Vec<RawClient> = (0..20).map(|_| subscriber(&first, "busy")).collect();
     relay.wait_stats("busy held", |s| s["channels"] == 1);
-    let mut ticker = publish_cli_background(
-        &[
-            "--relay",
-            &relay.publish_endpoint(),
-            "ticker",
-            "--channels",
-            "busy",
-            "--rate",
-            "100",
-            "--duration",
-            "60s",
-        ],
+    let mut busy = ticker(
+        &relay.publish_endpoint(),
+        "busy",
+        100,
         &format!("scale-ticker-{tag}"),
     );
     let status = eventually(
@@ -150,20 +123,12 @@ fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
     // Load gone: the fleet is cold; the edge with the fewest connections (the new
     // one: 1 client against 2) is drained through etcd. Its client is told to
     // reconnect; a slow ticker keeps the channel's value moving meanwhile.
-    ticker.kill();
+    busy.kill();
     hot.truncate(2);
-    let _slow = publish_cli_background(
-        &[
-            "--relay",
-            &relay.publish_endpoint(),
-            "ticker",
-            "--channels",
-            "busy",
-            "--rate",
-            "5",
-            "--duration",
-            "40s",
-        ],
+    let _slow = ticker(
+        &relay.publish_endpoint(),
+        "busy",
+        5,
         &format!("scale-slow-ticker-{tag}"),
     );
     let mut on_second = RawClient::connect(&format!("127.0.0.1:{port}"), None);
