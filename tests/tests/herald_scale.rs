@@ -1,6 +1,6 @@
 //! herald scales the fleet through its exec actuator, with real processes: load
 //! above the high watermark starts a new edge (the hook launches it), which
-//! registers and serves; load below the low watermark drains the edge with the
+//! registers, joins HAProxy without a reload and takes the new connections; load below the low watermark drains the edge with the
 //! fewest connections through etcd, its clients reconnect elsewhere and resubscribe,
 //! getting the channel's latest value at once (snapshot) and every message after it,
 //! and once the edge has left the hook is told to release it.
@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 use pushfleet_tests::fleet::{ticker, FAST_SCALING};
+use pushfleet_tests::haproxy::Haproxy;
 use pushfleet_tests::process::{binary, log_dir};
 use pushfleet_tests::{eventually, free_port, Edge, Etcd, Herald, RawClient, Relay};
 
@@ -84,11 +85,17 @@ fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
         pid = pid_file.display(),
         released = released.display(),
     );
-    let herald = Herald::start(
+    // HAProxy in front, driven by herald (agent checks and runtime API).
+    let agent_port = free_port();
+    let haproxy = Haproxy::start(4, agent_port);
+    let runtime = haproxy.runtime_addr();
+    let herald = Herald::start_on(
         &etcd.endpoint(),
+        agent_port,
         &[
             &FAST_SCALING[..],
             &["--scale", "exec", "--scale-exec", &hook],
+            &["--haproxy-runtime", &runtime, "--haproxy-slots", "4"],
         ]
         .concat(),
     );
@@ -117,8 +124,36 @@ fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
             .any(|e| e["step"] == "scale_out" && e["outcome"] == "done"),
         "{status}"
     );
-    let second = pushfleet_tests::get_json(&format!("127.0.0.1:{port}"), "/healthz");
-    assert!(second.is_some(), "the launched edge serves");
+    let second = format!("127.0.0.1:{port}");
+    assert!(
+        pushfleet_tests::get_json(&second, "/healthz").is_some(),
+        "the launched edge serves"
+    );
+    // New connections through HAProxy land on the new, empty edge (it joined
+    // without a reload; herald's feedback lifts its weight while it is empty).
+    let count = |addr: &str| {
+        pushfleet_tests::get_json(addr, "/stats").unwrap()["connections"]
+            .as_u64()
+            .unwrap()
+    };
+    eventually(Duration::from_secs(15), "the new edge in HAProxy", || {
+        herald.status()["slots"]
+            .as_object()
+            .filter(|slots| slots.values().any(|e| e == "second"))
+            .map(|_| ())
+    });
+    let front = format!("127.0.0.1:{}", haproxy.ws_port);
+    let (first_before, second_before) = (count(&first.addr()), count(&second));
+    let through: Vec<RawClient> = (0..6)
+        .map(|_| RawClient::subscribed(&front, "quiet"))
+        .collect();
+    let landed = count(&second) - second_before;
+    assert_eq!(landed + count(&first.addr()) - first_before, 6);
+    assert!(landed >= 5, "{landed} of 6 new connections on the new edge");
+    drop(through);
+    eventually(Duration::from_secs(5), "those clients gone", || {
+        (count(&second) == second_before).then_some(())
+    });
 
     // Load gone: the fleet is cold; the edge with the fewest connections (the new
     // one: 1 client against 2) is drained through etcd. Its client is told to
