@@ -49,4 +49,37 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# --- Monitoring (monitoring/pipeline.sh, tests/tests/monitoring.rs) -----------------
+# Graphite from Debian (carbon-cache; graphite-web served by gunicorn, both on Debian's
+# own /usr/bin/python3), Etsy StatsD from npm (pinned in monitoring/package-lock.json),
+# and the validator's Grafana SDK from PyPI (tests/py/requirements.txt).
+need_monitoring=()
+[ -x /usr/bin/carbon-cache ] || need_monitoring+=(graphite-carbon)
+[ -f /usr/lib/python3/dist-packages/graphite/wsgi.py ] || need_monitoring+=(graphite-web)
+[ -x /usr/bin/gunicorn ] || need_monitoring+=(gunicorn)
+# Serves the Graphite UI's static files (the render API works without it).
+/usr/bin/python3 -c 'import whitenoise' 2>/dev/null || need_monitoring+=(python3-whitenoise)
+command -v node >/dev/null || need_monitoring+=(nodejs)
+command -v npm >/dev/null || need_monitoring+=(npm)
+# graphite-web's and carbon's Python dependencies, as Debian's Python imports them.
+if ! /usr/bin/python3 -c 'import django, tagging, cairocffi, pyparsing, whisper, twisted, carbon, graphite' 2>/dev/null; then
+  need_monitoring+=(graphite-web graphite-carbon python3-django python3-django-tagging
+    python3-cairocffi python3-pyparsing python3-whisper python3-twisted)
+fi
+if [ ${#need_monitoring[@]} -gt 0 ]; then
+  echo "setup: apt-get install ${need_monitoring[*]} (monitoring)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_monitoring[@]}"
+fi
+if [ ! -f monitoring/node_modules/statsd/stats.js ]; then
+  echo "setup: npm ci in monitoring/ (Etsy StatsD)"
+  (cd monitoring && npm ci --omit=optional --no-audit --no-fund --loglevel=error)
+fi
+if ! python3 -c 'import yaml, grafana_foundation_sdk' 2>/dev/null; then
+  echo "setup: pip install -r tests/py/requirements.txt (monitoring validator)"
+  python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt \
+    || python3 -m pip install -q --break-system-packages -r tests/py/requirements.txt
+fi
+
 command -v cargo >/dev/null || { echo "setup: cargo is required (https://rustup.rs)" >&2; exit 1; }

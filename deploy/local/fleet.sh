@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole pushfleet fleet on one machine, with a live demo:
 #   etcd, 2 relays, 3 edges (serving the demo page), herald, HAProxy (WebSocket
-#   frontend + stats page), and a Python pyzmq ticker publishing through the relays.
+#   frontend + stats page), a Python pyzmq ticker publishing through the relays, and
+#   the monitoring pipeline (StatsD -> carbon -> graphite-web) every part reports to.
 # Installs what is missing (scripts/setup.sh), builds in release mode, prints the
 # URLs to open, and on Ctrl-C (or SIGTERM) stops everything it started, by PID, in
 # reverse order, then checks that every port it used is free again.
@@ -32,6 +33,13 @@ TICKER_CHANNELS=${TICKER_CHANNELS:-ticker_INR,ticker_USD,ticker_EUR,ticker_JPY}
 RUN_DIR=${RUN_DIR:-target/fleet}
 PROFILE=${PROFILE:-release}               # release, or debug (what the tests built)
 SKIP_SETUP=${SKIP_SETUP:-0}               # 1: do not run scripts/setup.sh
+MONITORING=${MONITORING:-1}               # 0: no StatsD/Graphite pipeline, no --statsd
+STATSD_PORT=${STATSD_PORT:-8125}          # UDP
+STATSD_ADMIN_PORT=${STATSD_ADMIN_PORT:-8126}
+CARBON_PORT=${CARBON_PORT:-2003}
+CARBON_PICKLE_PORT=${CARBON_PICKLE_PORT:-2004}
+CARBON_QUERY_PORT=${CARBON_QUERY_PORT:-7002}
+GRAPHITE_PORT=${GRAPHITE_PORT:-8013}
 # -----------------------------------------------------------------------------
 
 say() { printf 'fleet: %s\n' "$*"; }
@@ -40,6 +48,7 @@ die() { printf 'fleet: %s\n' "$*" >&2; exit 1; }
 [[ $RELAYS =~ ^[1-9]$ ]] || die "RELAYS must be 1..9, not '$RELAYS'"
 [[ $EDGES =~ ^[0-9]+$ ]] && (( EDGES >= 1 && EDGES <= 16 )) || die "EDGES must be 1..16, not '$EDGES'"
 [[ $PROFILE == release || $PROFILE == debug ]] || die "PROFILE must be release or debug"
+[[ $MONITORING == 0 || $MONITORING == 1 ]] || die "MONITORING must be 0 or 1"
 
 relay_publish() { echo $((RELAY_PORT + 10 * $1)); }
 relay_edge() { echo $((RELAY_PORT + 10 * $1 + 1)); }
@@ -49,6 +58,9 @@ for ((i = 0; i < RELAYS; i++)); do
   ports+=("$(relay_publish "$i")" "$(relay_edge "$i")" $((RELAY_HTTP_PORT + i)))
 done
 for ((i = 0; i < EDGES; i++)); do ports+=($((EDGE_PORT + i)) $((EDGE_ADMIN_PORT + i))); done
+if ((MONITORING)); then
+  ports+=("$STATSD_ADMIN_PORT" "$CARBON_PORT" "$CARBON_PICKLE_PORT" "$CARBON_QUERY_PORT" "$GRAPHITE_PORT")
+fi
 dupes=$(printf '%s\n' "${ports[@]}" | sort | uniq -d | tr '\n' ' ')
 [[ -z $dupes ]] || die "these ports are configured twice: $dupes(check the *_PORT settings)"
 
@@ -133,6 +145,26 @@ wait_for() {
   die "$name did not answer $url within 15 s (log: $RUN_DIR/$name.log)"
 }
 
+# Monitoring first (stopped last): every part reports to its StatsD.
+statsd=()
+if ((MONITORING)); then
+  STATSD_PORT=$STATSD_PORT STATSD_ADMIN_PORT=$STATSD_ADMIN_PORT CARBON_PORT=$CARBON_PORT \
+    CARBON_PICKLE_PORT=$CARBON_PICKLE_PORT CARBON_QUERY_PORT=$CARBON_QUERY_PORT \
+    GRAPHITE_PORT=$GRAPHITE_PORT MONITORING_DIR="$RUN_DIR/monitoring" \
+    start monitoring monitoring/pipeline.sh
+  for _ in $(seq 900); do
+    grep -q "monitoring: ready" "$RUN_DIR/monitoring.log" 2>/dev/null && break
+    if ! kill -0 "$(cat "$RUN_DIR/pids/monitoring.pid")" 2>/dev/null; then
+      tail -n 20 "$RUN_DIR/monitoring.log" >&2
+      die "the monitoring pipeline exited during start-up (log: $RUN_DIR/monitoring.log; MONITORING=0 runs without it)"
+    fi
+    sleep 0.1
+  done
+  grep -q "monitoring: ready" "$RUN_DIR/monitoring.log" ||
+    die "the monitoring pipeline was not ready within 90 s (log: $RUN_DIR/monitoring.log)"
+  statsd=(--statsd "127.0.0.1:$STATSD_PORT")
+fi
+
 ETCD_URL=http://127.0.0.1:$ETCD_PORT
 start etcd "$ETCD" --name pushfleet-local --data-dir "$RUN_DIR/etcd.data" \
   --listen-client-urls "$ETCD_URL" --advertise-client-urls "$ETCD_URL" \
@@ -147,7 +179,7 @@ for ((i = 0; i < RELAYS; i++)); do
     --publish-bind "tcp://127.0.0.1:$(relay_publish "$i")" \
     --edge-bind "tcp://127.0.0.1:$(relay_edge "$i")" \
     --http-listen "127.0.0.1:$((RELAY_HTTP_PORT + i))" \
-    --advertise-host 127.0.0.1 --etcd "$ETCD_URL"
+    --advertise-host 127.0.0.1 --etcd "$ETCD_URL" "${statsd[@]}"
   relay_endpoints+=("tcp://127.0.0.1:$(relay_publish "$i")")
 done
 for ((i = 0; i < RELAYS; i++)); do
@@ -157,7 +189,7 @@ done
 for ((i = 0; i < EDGES; i++)); do
   start "edge-$((i + 1))" "$BIN/pushfleet-server" --edge-id "edge-$((i + 1))" \
     --listen "127.0.0.1:$((EDGE_PORT + i))" --admin-listen "127.0.0.1:$((EDGE_ADMIN_PORT + i))" \
-    --etcd "$ETCD_URL" --demo --drain-spread 2s --drain-timeout 5s
+    --etcd "$ETCD_URL" --demo --drain-spread 2s --drain-timeout 5s "${statsd[@]}"
 done
 for ((i = 0; i < EDGES; i++)); do
   wait_for "edge-$((i + 1))" "http://127.0.0.1:$((EDGE_PORT + i))/healthz"
@@ -165,7 +197,7 @@ done
 
 start herald "$BIN/herald" --etcd "$ETCD_URL" \
   --agent-listen "127.0.0.1:$HERALD_AGENT_PORT" --http-listen "127.0.0.1:$HERALD_HTTP_PORT" \
-  --haproxy-runtime "127.0.0.1:$HAPROXY_RUNTIME_PORT" --haproxy-slots 16
+  --haproxy-runtime "127.0.0.1:$HAPROXY_RUNTIME_PORT" --haproxy-slots 16 "${statsd[@]}"
 wait_for herald "http://127.0.0.1:$HERALD_HTTP_PORT/healthz"
 
 HAPROXY_RUNTIME="ipv4@127.0.0.1:$HAPROXY_RUNTIME_PORT" \
@@ -196,7 +228,8 @@ cat <<MSG
   herald status    http://127.0.0.1:$HERALD_HTTP_PORT/          (JSON: /status; also http://127.0.0.1:$WS_PORT/herald/)
   HAProxy stats    http://127.0.0.1:$HAPROXY_STATS_PORT/
   publish (HTTP)   curl -XPOST 127.0.0.1:$RELAY_HTTP_PORT/publish -d '{"channel":"ticker_INR","event":"news","data":{"text":"hello"}}'
-  etcd             $ETCD_URL   (edges: etcdctl --endpoints $ETCD_URL get --prefix /pushfleet/edges/)
+  etcd             $ETCD_URL   (edges: curl -s $ETCD_URL/v3/kv/range -d '{"key":"L3B1c2hmbGVldC9lZGdlcy8=","range_end":"L3B1c2hmbGVldC9lZGdlczA="}': the edges' load reports, base64)
+$( ((MONITORING)) && printf '  graphite         http://127.0.0.1:%s/   (StatsD udp 127.0.0.1:%s; Grafana dashboards and alerts: monitoring/README.md)\n' "$GRAPHITE_PORT" "$STATSD_PORT")
   logs, PIDs       $RUN_DIR/
 
   Press Ctrl-C to stop everything.

@@ -120,7 +120,7 @@ pub fn run(
 }
 
 /// StatsD, every evaluation: per-edge weight and load (one series per edge, bounded
-/// by the fleet), and herald's own state. Names in `docs/METRICS.md`.
+/// by the fleet), and herald's own state. Names in `monitoring/METRICS.md`.
 fn report(client: &StatsdClient, evaluator: &Evaluator, leader: bool, changes: usize) {
     for view in evaluator.views().values() {
         let edge = pushfleet_server::statsd::path_part(&view.id);

@@ -1,6 +1,6 @@
 //! The once-a-second reporter: turns the latency histograms into a window (p50, p99,
 //! max over the last interval, shown on `/stats`) and sends every counter's increase
-//! and every gauge to StatsD. Metric names are listed in `docs/METRICS.md`.
+//! and every gauge to StatsD. Metric names are listed in `monitoring/METRICS.md`.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;

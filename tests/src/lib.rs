@@ -11,6 +11,7 @@ pub mod browser;
 pub mod fleet;
 pub mod haproxy;
 pub mod local_fleet;
+pub mod monitoring;
 pub mod ports;
 pub mod process;
 pub mod py;

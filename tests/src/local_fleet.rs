@@ -27,11 +27,18 @@ pub struct LocalFleet {
     base: u16,
     pub edges: u16,
     pub relays: u16,
+    pub monitoring: bool,
 }
 
 impl LocalFleet {
-    /// Starts the fleet (2 relays, 3 edges) and waits until it says it is ready.
+    /// Starts the fleet (2 relays, 3 edges) without the monitoring pipeline, and
+    /// waits until it says it is ready.
     pub fn start() -> LocalFleet {
+        Self::start_with(false)
+    }
+
+    /// The same, with the StatsD → carbon → graphite-web pipeline when `monitoring`.
+    pub fn start_with(monitoring: bool) -> LocalFleet {
         let base = next_block(BLOCK);
         let run_dir = log_dir().join(format!("fleet-{base}"));
         let log = log_dir().join(format!("fleet-{base}.log"));
@@ -58,6 +65,13 @@ impl LocalFleet {
             .env("EDGE_PORT", port(30)) // 30-32
             .env("EDGE_ADMIN_PORT", port(35)) // 35-37
             .env("TICKER_RATE", "4")
+            .env("MONITORING", if monitoring { "1" } else { "0" })
+            .env("STATSD_PORT", port(12))
+            .env("STATSD_ADMIN_PORT", port(13))
+            .env("CARBON_PORT", port(14))
+            .env("CARBON_PICKLE_PORT", port(15))
+            .env("CARBON_QUERY_PORT", port(16))
+            .env("GRAPHITE_PORT", port(17))
             .env("PUSHFLEET_LOG", "info")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
@@ -72,15 +86,16 @@ impl LocalFleet {
             base,
             edges: 3,
             relays: 2,
+            monitoring,
         };
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let deadline = Instant::now() + Duration::from_secs(180);
         while !fleet.output().contains("fleet: ready") {
             if let Ok(Some(status)) = fleet.child.try_wait() {
                 panic!("fleet.sh exited ({status}):\n{}", fleet.output());
             }
             assert!(
                 Instant::now() < deadline,
-                "fleet.sh not ready within 90 s:\n{}",
+                "fleet.sh not ready within 180 s:\n{}",
                 fleet.output()
             );
             std::thread::sleep(Duration::from_millis(100));
@@ -116,6 +131,11 @@ impl LocalFleet {
         format!("127.0.0.1:{}", self.base + 30 + n - 1)
     }
 
+    /// graphite-web (`host:port`), with monitoring on.
+    pub fn graphite(&self) -> String {
+        format!("127.0.0.1:{}", self.base + 17)
+    }
+
     /// The admin address of edge `edge-<n>` (`POST /drain`).
     pub fn edge_admin(&self, n: u16) -> String {
         format!("127.0.0.1:{}", self.base + 35 + n - 1)
@@ -133,6 +153,9 @@ impl LocalFleet {
         }
         for e in 0..self.edges {
             ports.extend([self.base + 30 + e, self.base + 35 + e]);
+        }
+        if self.monitoring {
+            ports.extend((13..=17).map(|o| self.base + o));
         }
         ports
     }

@@ -1,7 +1,8 @@
 //! The README's first command, `deploy/local/fleet.sh`, as a user runs it: the whole
-//! fleet comes up (etcd, 2 relays, 3 edges, herald, HAProxy, the Python ticker), the
-//! URLs it prints answer, a WebSocket client through HAProxy receives the ticker
-//! compressed, and Ctrl-C stops every part and frees every port.
+//! fleet comes up (etcd, 2 relays, 3 edges, herald, HAProxy, the Python ticker and the
+//! StatsD → Graphite pipeline), the URLs it prints answer, a WebSocket client through
+//! HAProxy receives the ticker compressed, every part's metrics reach Graphite, and
+//! Ctrl-C stops every part and frees every port.
 
 #![allow(clippy::unwrap_used)]
 
@@ -13,7 +14,7 @@ use pushfleet_tests::{eventually, get_json, http, PyClient};
 
 #[test]
 fn the_local_fleet_comes_up_answers_its_urls_and_stops_cleanly() {
-    let mut fleet = LocalFleet::start();
+    let mut fleet = LocalFleet::start_with(true);
     let front = fleet.front();
 
     // The demo page and the client, through HAProxy; `/` leads to the page.
@@ -58,9 +59,24 @@ fn the_local_fleet_comes_up_answers_its_urls_and_stops_cleanly() {
     assert!(tick["data"]["price"].is_number(), "{tick}");
     drop(client);
 
+    // Every part reports to the pipeline: edges, relays and herald land in Graphite.
+    for target in [
+        "stats.gauges.pushfleet.edge.edge-1.connections",
+        "stats.gauges.pushfleet.relay.relay-1.edges",
+        "stats.gauges.pushfleet.herald.*.edges",
+    ] {
+        eventually(Duration::from_secs(30), target, || {
+            let path = format!("/render?target={target}&from=-5min&format=json");
+            let (code, body) = http("GET", &fleet.graphite(), &path)?;
+            let series: serde_json::Value = serde_json::from_str(&body).ok()?;
+            let points = series.get(0)?["datapoints"].as_array()?.clone();
+            (code == 200 && points.iter().any(|p| p[0].is_number())).then_some(())
+        });
+    }
+
     // Ctrl-C: everything stops, every port is free, no part is left running.
     let pids = fleet.pids();
-    assert_eq!(pids.len(), 1 + 2 + 3 + 1 + 1 + 1, "{pids:?}");
+    assert_eq!(pids.len(), 1 + 1 + 2 + 3 + 1 + 1 + 1, "{pids:?}");
     let status = fleet.interrupt(Duration::from_secs(60));
     assert!(
         status.is_some_and(|s| s.success()),

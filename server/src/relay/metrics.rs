@@ -1,5 +1,5 @@
 //! The relay's counters and gauges: shown on `/stats` and sent to StatsD every
-//! second as `<prefix>.relay.<relay id>.<name>` (catalogue: `docs/METRICS.md`).
+//! second as `<prefix>.relay.<relay id>.<name>` (catalogue: `monitoring/METRICS.md`).
 //!
 //! Stage accounting: every publish the relay receives ends in exactly one of
 //! `forwarded`, `to_owner` (handed to the relay that owns its channel),
