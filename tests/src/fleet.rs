@@ -12,6 +12,20 @@ use serde_json::Value;
 use crate::process::{binary, log_dir};
 use crate::{eventually, free_port, get_json, workspace_root};
 
+/// Waits up to `timeout` for `child` to exit; its status, or `None` if still running.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A child process with its log.
 pub struct Service {
     child: Child,
@@ -75,16 +89,7 @@ impl Service {
 
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut self.child, timeout)
     }
 
     /// SIGKILL and reap.

@@ -187,16 +187,7 @@ impl LocalFleet {
             .arg("-INT")
             .arg(self.child.id().to_string())
             .status();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::fleet::wait_exit(&mut self.child, timeout)
     }
 }
 
