@@ -22,5 +22,8 @@ fn main() -> ExitCode {
         Ok(l) => l,
         Err(e) => return cli::unavailable(PROGRAM, e),
     };
-    cli::finish(PROGRAM, herald::run::run(config, agent, http))
+    match herald::run::run(config, agent, http) {
+        Err(e) if e.is::<herald::run::InvalidConfig>() => cli::invalid(PROGRAM, e),
+        served => cli::finish(PROGRAM, served),
+    }
 }

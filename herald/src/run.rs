@@ -25,6 +25,12 @@ use crate::slots::Slots;
 use crate::state::{now_ms, record_scale, State};
 use crate::{agent, election, http, lifecycle};
 
+/// A configuration problem found only once running (the AWS environment names no
+/// region): `main` reports it like a flag error (exit 64).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidConfig(pub String);
+
 /// Serves until SIGTERM/SIGINT. The listeners are already bound (tests bind port 0).
 pub fn run(
     config: Config,
@@ -71,7 +77,10 @@ pub fn run(
                 pushfleet_server::statsd::path_part(&config.herald_id())
             ),
         )?;
-        let actuator = config.actuator().await.map_err(anyhow::Error::msg)?;
+        let actuator = config
+            .actuator()
+            .await
+            .map_err(|e| anyhow::Error::new(InvalidConfig(e)))?;
         if let Some(Actuator::Aws(group)) = &actuator {
             let settings = lifecycle::Settings {
                 poll: config.aws_poll,

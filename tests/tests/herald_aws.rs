@@ -174,3 +174,32 @@ fn herald_drives_an_auto_scaling_group_and_drains_what_its_termination_hook_hold
         "{seen:?}"
     );
 }
+
+#[test]
+fn scale_aws_without_a_region_is_a_configuration_error() {
+    let out = std::process::Command::new(pushfleet_tests::process::binary("herald"))
+        .args([
+            "--etcd",
+            "http://127.0.0.1:1",
+            "--agent-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--scale",
+            "aws",
+            "--aws-edge-group",
+            GROUP,
+        ])
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_CONFIG_FILE", "/nonexistent")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("invalid configuration: --scale aws needs an AWS region"),
+        "{stderr}"
+    );
+}
