@@ -25,7 +25,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
-if ! python3 -c 'import zmq, websockets, moto.server, boto3, cfnlint' 2>/dev/null \
+if ! python3 -c 'import zmq, websockets, moto.server, boto3, cfnlint, prometheus_client' 2>/dev/null \
   || ! command -v cfn-lint >/dev/null; then
   echo "setup: pip install -r tests/py/requirements.txt"
   python3 -m pip install -q --disable-pip-version-check -r tests/py/requirements.txt \

@@ -1,6 +1,7 @@
 //! The status listener: `GET /status` (JSON: every edge with its load signals,
 //! score, weight and state, and recent decisions) and `GET /` (a page that shows
-//! the same and refreshes every second).
+//! the same and refreshes every second), and `GET /metrics` (the Prometheus text
+//! format).
 
 use std::sync::{Arc, RwLock};
 
@@ -13,6 +14,7 @@ pub type Shared = web::Data<Arc<RwLock<State>>>;
 /// Routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/status", web::get().to(status))
+        .route("/metrics", web::get().to(prometheus))
         .route("/", web::get().to(page))
         .route(
             "/healthz",
@@ -26,6 +28,15 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 async fn status(state: Shared) -> HttpResponse {
     match state.read() {
         Ok(s) => HttpResponse::Ok().json(&*s),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+async fn prometheus(state: Shared) -> HttpResponse {
+    match state.read() {
+        Ok(s) => HttpResponse::Ok()
+            .content_type(pushfleet_server::prometheus::CONTENT_TYPE)
+            .body(s.to_prometheus()),
         Err(_) => HttpResponse::InternalServerError().finish(),
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use pushfleet_server::prometheus::{Exposition, Kind};
 use serde::Serialize;
 
 use crate::score::{Change, EdgeView};
@@ -32,11 +33,15 @@ pub struct State {
     pub views: BTreeMap<String, EdgeView>,
     pub recent: VecDeque<Decision>,
     pub agent_checks: u64,
+    /// Weight or state changes decided, since start.
+    pub decisions: u64,
     /// Runtime API pushes that HAProxy accepted, and that failed.
     pub pushes: u64,
     pub push_errors: u64,
     /// Scaling decisions and what became of them, newest last.
     pub scaling: VecDeque<ScaleEvent>,
+    /// Scaling steps recorded since start, by step (as in [`ScaleEvent::step`]).
+    pub scale_steps: BTreeMap<String, u64>,
     /// HAProxy server-template slot → edge id (on the leader, with a runtime API).
     pub slots: BTreeMap<String, String>,
 }
@@ -56,6 +61,7 @@ pub struct ScaleEvent {
 
 impl State {
     pub fn scaled(&mut self, event: ScaleEvent) {
+        *self.scale_steps.entry(event.step.clone()).or_default() += 1;
         if self.scaling.len() == RECENT {
             self.scaling.pop_front();
         }
@@ -63,10 +69,76 @@ impl State {
     }
 
     pub fn record(&mut self, at_ms: u64, change: Change) {
+        self.decisions += 1;
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
         self.recent.push_back(Decision { at_ms, change });
+    }
+}
+
+impl State {
+    /// The `GET /metrics` exposition: per-edge weight and load, herald's own gauges
+    /// and counters, each labelled `herald="<herald id>"` (`monitoring/METRICS.md`).
+    pub fn to_prometheus(&self) -> String {
+        let flag = |b: bool| f64::from(u8::from(b));
+        let mut e = Exposition::new("pushfleet_herald", &[("herald", &self.herald_id)]);
+        e.family(
+            Kind::Gauge,
+            "weight_percent",
+            "The edge's weight, percent of its configured HAProxy weight.",
+        );
+        for view in self.views.values() {
+            e.sample(&[("edge", &view.id)], f64::from(view.percent));
+        }
+        e.family(
+            Kind::Gauge,
+            "load",
+            "The edge's smoothed load score, 1 = at capacity.",
+        );
+        for view in self.views.values() {
+            e.sample(&[("edge", &view.id)], view.load);
+        }
+        e.gauge(
+            "edges",
+            "Edges with a report in etcd.",
+            self.views.len() as f64,
+        )
+        .gauge("leader", "1 on the instance that leads.", flag(self.leader))
+        .gauge(
+            "holding",
+            "1 while no report anywhere is fresh (weights held).",
+            flag(self.holding),
+        )
+        .counter(
+            "decisions_total",
+            "Weight or state changes decided.",
+            self.decisions,
+        )
+        .counter(
+            "agent_checks_total",
+            "HAProxy agent checks answered.",
+            self.agent_checks,
+        )
+        .counter(
+            "haproxy_pushes_total",
+            "Runtime API changes HAProxy accepted (leader).",
+            self.pushes,
+        )
+        .counter(
+            "haproxy_push_errors_total",
+            "Runtime API changes HAProxy refused (leader).",
+            self.push_errors,
+        )
+        .family(
+            Kind::Counter,
+            "scale_steps_total",
+            "Scaling steps recorded, by step.",
+        );
+        for (step, n) in &self.scale_steps {
+            e.sample(&[("step", step)], *n as f64);
+        }
+        e.finish()
     }
 }
 

@@ -1,6 +1,7 @@
 //! HTTP routes: the public listener (`/ws`, `/healthz`, `/stats`, and with `--demo`
 //! the demo page, see [`crate::demo`]) and the admin listener (`POST /drain`,
-//! `/stats`, `/healthz`), which never shares the public port.
+//! `/stats`, `/healthz`, and `GET /metrics` in the Prometheus text format), which
+//! never shares the public port.
 
 use std::sync::Arc;
 
@@ -31,6 +32,7 @@ pub fn admin_routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/drain").route(web::post().to(drain)))
         .service(resource("/healthz").route(web::get().to(healthz)))
         .service(resource("/stats").route(web::get().to(stats)))
+        .service(resource("/metrics").route(web::get().to(prometheus)))
         .default_service(web::to(not_found));
 }
 
@@ -69,6 +71,12 @@ async fn healthz(shared: SharedData) -> HttpResponse {
 
 async fn stats(shared: SharedData) -> HttpResponse {
     HttpResponse::Ok().json(shared.metrics.to_json(shared.drain.state()))
+}
+
+async fn prometheus(shared: SharedData) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::prometheus::CONTENT_TYPE)
+        .body(shared.metrics.to_prometheus(shared.drain.is_draining()))
 }
 
 async fn drain(shared: SharedData) -> HttpResponse {

@@ -10,6 +10,7 @@
 //! - [`session`]: one connection's I/O task; [`outbox`]: its bounded send queue;
 //! - [`codec`]: RFC 6455 frames and RFC 7692 permessage-deflate;
 //! - [`http`]: routes, [`demo`]: the demo page; [`metrics`], [`histogram`], [`reporter`]: `/stats` and StatsD;
+//!   [`prometheus`]: the text format of `GET /metrics` (edge admin, relay, herald);
 //! - [`load`]: the load report kept in etcd for herald; [`orders`]: drain orders from etcd;
 //! - [`config`]: flags; [`state`]: what threads share; [`run`]: wiring and shutdown.
 //!
@@ -32,6 +33,7 @@ pub mod load;
 pub mod metrics;
 pub mod orders;
 pub mod outbox;
+pub mod prometheus;
 pub mod published;
 pub mod publisher;
 pub mod relay;

@@ -15,6 +15,7 @@ use pushfleet_protocol::ErrorCode;
 use serde_json::{json, Value};
 
 use crate::histogram::{Histogram, Snapshot};
+use crate::prometheus::{Exposition, Kind};
 
 /// Adds to a counter that only one thread writes (a load and a store: no bus lock).
 #[inline]
@@ -302,5 +303,219 @@ impl Metrics {
             "protocol_closes": self.protocol_closes.load(Relaxed),
             "heartbeat_timeouts": self.heartbeat_timeouts.load(Relaxed),
         })
+    }
+}
+
+/// Microseconds as seconds, the Prometheus unit of time.
+fn seconds(micros: u64) -> f64 {
+    micros as f64 / 1e6
+}
+
+impl Metrics {
+    /// The `GET /metrics` exposition (admin listener): the figures of `/stats`,
+    /// named after `monitoring/METRICS.md`, each labelled `edge="<edge id>"`.
+    pub fn to_prometheus(&self, draining: bool) -> String {
+        let mut e = Exposition::new("pushfleet_edge", &[("edge", &self.edge_id)]);
+        self.ingress_families(&mut e);
+        self.delivery_families(&mut e);
+        self.connection_families(&mut e);
+        self.gauge_families(&mut e, draining);
+        e.finish()
+    }
+
+    fn ingress_families(&self, e: &mut Exposition) {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        e.counter(
+            "ingress_received_total",
+            "Messages taken off the ZeroMQ SUB socket.",
+            load(&self.ingress_received),
+        )
+        .counter(
+            "ingress_bytes_total",
+            "Bytes of every frame taken off the ZeroMQ socket.",
+            load(&self.ingress_bytes),
+        )
+        .counter(
+            "ingress_upstream_lost_total",
+            "Messages of held channels a relay numbered that never arrived.",
+            load(&self.upstream_lost),
+        )
+        .counter(
+            "ingress_upstream_resets_total",
+            "Times a held channel's relay numbering went backwards.",
+            load(&self.upstream_resets),
+        )
+        .family(
+            Kind::Counter,
+            "ingress_dropped_total",
+            "Publishes dropped at ingress, by reason.",
+        );
+        for (reason, c) in INGRESS_DROP_REASONS.iter().zip(&self.ingress_dropped) {
+            e.sample(&[("reason", reason)], load(c) as f64);
+        }
+        e.counter(
+            "hub_filtered_total",
+            "Publishes for channels no local client holds.",
+            load(&self.hub_filtered),
+        )
+        .counter(
+            "hub_published_total",
+            "Publishes encoded and handed to workers.",
+            load(&self.hub_published),
+        )
+        .counter(
+            "hub_worker_queue_full_total",
+            "Hand-offs dropped because a worker queue was full.",
+            load(&self.worker_queue_full),
+        )
+        .counter(
+            "deflate_messages_total",
+            "Messages compressed (once each).",
+            load(&self.deflated_messages),
+        )
+        .counter(
+            "deflate_bytes_in_total",
+            "Envelope bytes before compression.",
+            load(&self.deflate_bytes_in),
+        )
+        .counter(
+            "deflate_bytes_out_total",
+            "Envelope bytes after compression.",
+            load(&self.deflate_bytes_out),
+        );
+    }
+
+    fn delivery_families(&self, e: &mut Exposition) {
+        let t = self.worker_totals();
+        e.counter(
+            "deliver_enqueued_total",
+            "Messages put on socket send queues.",
+            t.enqueued,
+        )
+        .counter(
+            "deliver_delivered_total",
+            "Messages fully written to their socket.",
+            t.delivered,
+        )
+        .counter(
+            "deliver_bytes_total",
+            "Bytes written to sockets.",
+            t.bytes_out,
+        )
+        .family(
+            Kind::Counter,
+            "deliver_dropped_total",
+            "Messages dropped on their way to a socket, by reason.",
+        )
+        .sample(&[("reason", "slow_client")], t.dropped_slow as f64)
+        .sample(&[("reason", "closed")], t.dropped_closed as f64)
+        .counter(
+            "deliver_slow_disconnects_total",
+            "Connections closed as too slow.",
+            t.slow_disconnects,
+        )
+        .gauge(
+            "queue_depth",
+            "Messages waiting on socket send queues.",
+            t.enqueued
+                .saturating_sub(t.delivered + t.dropped_slow + t.dropped_closed) as f64,
+        );
+    }
+
+    fn connection_families(&self, e: &mut Exposition) {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        e.counter(
+            "connections_accepted_total",
+            "WebSocket upgrades accepted.",
+            load(&self.connections_accepted),
+        )
+        .counter(
+            "connections_refused_total",
+            "Upgrades refused (draining, over capacity).",
+            load(&self.connections_refused),
+        )
+        .counter(
+            "handshake_failures_total",
+            "Invalid upgrade requests.",
+            load(&self.handshake_failures),
+        )
+        .counter(
+            "protocol_closes_total",
+            "Connections closed for a protocol error.",
+            load(&self.protocol_closes),
+        )
+        .counter(
+            "heartbeat_timeouts_total",
+            "Clients closed for silence.",
+            load(&self.heartbeat_timeouts),
+        )
+        .family(
+            Kind::Counter,
+            "client_errors_total",
+            "Error replies to clients, by code.",
+        );
+        for (code, c) in CLIENT_ERRORS.iter().zip(&self.client_errors) {
+            e.sample(&[("code", code.as_str())], load(c) as f64);
+        }
+    }
+
+    fn gauge_families(&self, e: &mut Exposition, draining: bool) {
+        let load = |g: &AtomicI64| g.load(Relaxed) as f64;
+        let window = self.latency_window();
+        e.gauge(
+            "connections",
+            "Open WebSocket connections.",
+            load(&self.connections),
+        )
+        .gauge(
+            "connections_compressed",
+            "Open connections with permessage-deflate.",
+            load(&self.compressed_connections),
+        )
+        .gauge(
+            "subscriptions",
+            "Subscribed (connection, channel) pairs.",
+            load(&self.subscriptions),
+        )
+        .gauge(
+            "channels",
+            "Channels subscribed upstream.",
+            load(&self.channels),
+        )
+        .gauge(
+            "zmq_peers_connected",
+            "Relays the ZeroMQ SUB socket is connected to.",
+            load(&self.zmq_connected),
+        )
+        .gauge(
+            "latency_p50_seconds",
+            "Publish-to-socket latency p50 over the last second.",
+            seconds(window.p50_us),
+        )
+        .gauge(
+            "latency_p99_seconds",
+            "Publish-to-socket latency p99 over the last second.",
+            seconds(window.p99_us),
+        )
+        .gauge(
+            "latency_max_seconds",
+            "Publish-to-socket latency maximum over the last second.",
+            seconds(window.max_us),
+        )
+        .gauge(
+            "latency_window_deliveries",
+            "Deliveries the latency gauges were computed from.",
+            window.count as f64,
+        )
+        .gauge(
+            "draining",
+            "1 while the edge drains, else 0.",
+            f64::from(u8::from(draining)),
+        )
+        .gauge(
+            "uptime_seconds",
+            "Seconds since the edge started.",
+            self.started.elapsed().as_secs_f64(),
+        );
     }
 }

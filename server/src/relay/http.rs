@@ -2,7 +2,7 @@
 //!
 //! - `POST /publish` with `{"channel": "...", "event": "...", "data": <any JSON>}`;
 //! - `POST /publish/batch` with a JSON array of such objects (at most [`MAX_BATCH`]);
-//! - `GET /healthz`, `GET /stats`.
+//! - `GET /healthz`, `GET /stats`, and `GET /metrics` (Prometheus text format).
 //!
 //! Publishes are validated by the same rules as ZeroMQ ones (`docs/PROTOCOL.md`) and
 //! handed to the core thread through an in-process queue. `data` is forwarded as
@@ -77,6 +77,11 @@ pub fn routes(cfg: &mut web::ServiceConfig, max_data: usize) {
     .service(
         web::resource("/stats")
             .route(web::get().to(stats))
+            .default_service(web::to(method_not_allowed)),
+    )
+    .service(
+        web::resource("/metrics")
+            .route(web::get().to(prometheus))
             .default_service(web::to(method_not_allowed)),
     )
     .default_service(web::to(not_found));
@@ -191,6 +196,12 @@ async fn stats(state: State) -> HttpResponse {
         &state.publish_endpoint,
         &state.edge_endpoint,
     ))
+}
+
+async fn prometheus(state: State) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(crate::prometheus::CONTENT_TYPE)
+        .body(state.metrics.to_prometheus(&state.relay_id))
 }
 
 async fn method_not_allowed(state: State, req: HttpRequest) -> HttpResponse {

@@ -13,6 +13,8 @@ use std::time::Duration;
 use cadence::{Counted, Gauged, StatsdClient};
 use serde_json::{json, Value};
 
+use crate::prometheus::{Exposition, Kind};
+
 /// Why a publish was dropped: the [`pushfleet_protocol::publish::REASONS`] of
 /// malformed publishes, then `owner_unavailable` (the owning relay could not take
 /// it: not connected, or its queue full).
@@ -129,6 +131,70 @@ impl RelayMetrics {
             "edges": self.edges.load(Relaxed),
             "relays": self.relays.load(Relaxed),
         })
+    }
+}
+
+impl RelayMetrics {
+    /// The `GET /metrics` exposition: the figures of `/stats`, each labelled
+    /// `relay="<relay id>"` (names in `monitoring/METRICS.md`).
+    pub fn to_prometheus(&self, relay_id: &str) -> String {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        let mut e = Exposition::new("pushfleet_relay", &[("relay", relay_id)]);
+        e.family(
+            Kind::Counter,
+            "received_total",
+            "Publishes received, by source (from_peer is part of zmq).",
+        )
+        .sample(&[("source", "zmq")], load(&self.received_zmq) as f64)
+        .sample(
+            &[("source", "from_peer")],
+            load(&self.received_from_peer) as f64,
+        )
+        .sample(&[("source", "http")], load(&self.received_http) as f64)
+        .counter(
+            "forwarded_total",
+            "Messages sent to the edges (once per message).",
+            load(&self.forwarded),
+        )
+        .counter(
+            "to_owner_total",
+            "Publishes handed to the relay that owns their channel.",
+            load(&self.to_owner),
+        )
+        .counter(
+            "no_subscribers_total",
+            "Publishes for channels no edge holds.",
+            load(&self.no_subscribers),
+        )
+        .family(
+            Kind::Counter,
+            "dropped_total",
+            "Publishes dropped, by reason.",
+        );
+        for (reason, c) in DROP_REASONS.iter().zip(&self.dropped) {
+            e.sample(&[("reason", reason)], load(c) as f64);
+        }
+        e.counter(
+            "http_rejected_total",
+            "HTTP requests answered with an error status.",
+            load(&self.http_rejected),
+        )
+        .gauge(
+            "channels",
+            "Channels some edge holds.",
+            load(&self.channels) as f64,
+        )
+        .gauge(
+            "edges",
+            "Edge connections on the edge socket.",
+            load(&self.edges) as f64,
+        )
+        .gauge(
+            "relays",
+            "Relays in the shard set (0: serving every channel).",
+            load(&self.relays) as f64,
+        );
+        e.finish()
     }
 }
 
