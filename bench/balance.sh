@@ -67,6 +67,8 @@ SLOTS=4
 
 log() { echo "balance.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 # Prints a command line the way it will run.
 show() { printf '+'; printf ' %q' "$@"; printf '\n'; }
 
@@ -109,24 +111,6 @@ CLK_TCK="$(getconf CLK_TCK)"
 
 # ---------------------------------------------------------------- processes
 
-# pick_port VAR: sets VAR to a free loopback TCP port below the ephemeral range
-# (no socket uses it, per ss), not already picked by this script.
-PICKED_PORTS=" "
-pick_port() {
-    local p
-    for _ in $(seq 1 500); do
-        p=$((20000 + RANDOM % 12000))
-        case "$PICKED_PORTS" in *" $p "*) continue ;; esac
-        if ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null | grep -q .; then
-            continue
-        fi
-        PICKED_PORTS+="$p "
-        printf -v "$1" '%s' "$p"
-        return 0
-    done
-    die "no free port found"
-}
-
 # Every process this script started, in start order (PIDS[i] is NAMES[i]).
 PIDS=()
 NAMES=()
@@ -141,23 +125,6 @@ start() {
     PIDS+=("$!")
     NAMES+=("$name")
     LAST_PID=$!
-}
-
-# stop_pid PID NAME: SIGTERM, SIGKILL after 5 s; reaps it.
-stop_pid() {
-    local pid="$1" name="$2"
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "$name ($pid) ignored SIGTERM for 5 s, sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
 }
 
 # Stops everything still running, newest first, and removes etcd's data dir.
@@ -340,11 +307,12 @@ run_mode() {
     # HAProxy
     show env HAPROXY_RUNTIME="ipv4@127.0.0.1:$RT_PORT" PUSHFLEET_WS_BIND="127.0.0.1:$ws_port" \
         HAPROXY_STATS_BIND="127.0.0.1:$stats_port" HERALD_AGENT_HOST=127.0.0.1 \
-        HERALD_AGENT_PORT="$HERALD_AGENT" PUSHFLEET_EDGE_SLOTS="$SLOTS"
+        HERALD_AGENT_PORT="$HERALD_AGENT" HERALD_HTTP_ADDR="127.0.0.1:$HERALD_HTTP" \
+        PUSHFLEET_EDGE_SLOTS="$SLOTS"
     HAPROXY_RUNTIME="ipv4@127.0.0.1:$RT_PORT" PUSHFLEET_WS_BIND="127.0.0.1:$ws_port" \
         HAPROXY_STATS_BIND="127.0.0.1:$stats_port" HERALD_AGENT_HOST=127.0.0.1 \
-        HERALD_AGENT_PORT="$HERALD_AGENT" PUSHFLEET_EDGE_SLOTS="$SLOTS" \
-        start haproxy "$p-haproxy.log" "$HAPROXY_BIN" -db -f "$ROOT/haproxy/haproxy.cfg"
+        HERALD_AGENT_PORT="$HERALD_AGENT" HERALD_HTTP_ADDR="127.0.0.1:$HERALD_HTTP" \
+        PUSHFLEET_EDGE_SLOTS="$SLOTS" start haproxy "$p-haproxy.log" "$HAPROXY_BIN" -db -f "$ROOT/haproxy/haproxy.cfg"
     local haproxy_pid=$LAST_PID
     for ((i = 0; i < 100; i++)); do
         servers_state | grep -q . && break

@@ -50,6 +50,8 @@ RELAY_BIN="${RELAY_BIN:-$ROOT/target/release/pushfleet-relay}"
 BENCH_BIN="$ROOT/target/release/pushfleet-bench"
 
 log() { echo "relay.sh: $*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 case "${1:-}" in
     -h | --help | help)
@@ -81,49 +83,19 @@ command -v curl >/dev/null || { log "curl is needed to wait for the relay"; exit
 
 mkdir -p "$OUT_DIR"
 
-# A free loopback TCP port below the ephemeral range, not already picked.
-PICKED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 1 500); do
-        p=$((20000 + RANDOM % 12000))
-        case "$PICKED_PORTS" in *" $p "*) continue ;; esac
-        if ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null | grep -q .; then
-            continue
-        fi
-        PICKED_PORTS+="$p "
-        echo "$p"
-        return 0
-    done
-    log "no free port found"
-    return 1
-}
-
 RELAY_PID=""
 stop_relay() {
     local pid="$RELAY_PID"
     [ -n "$pid" ] || return 0
     RELAY_PID=""
-    if kill -0 "$pid" 2>/dev/null; then
-        log "stopping relay (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "relay $pid ignored SIGTERM for 5 s, sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid" relay
 }
 trap stop_relay EXIT
 trap 'exit 130' INT TERM
 
-PPORT="$(free_port)"
-EPORT="$(free_port)"
-HPORT="$(free_port)"
+pick_port PPORT
+pick_port EPORT
+pick_port HPORT
 RELAY_LOG="$OUT_DIR/relay-hop-relay.log"
 # RELAY_ARGS is split on purpose (extra flags).
 # shellcheck disable=SC2206

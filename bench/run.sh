@@ -89,6 +89,8 @@ for arg in "$@"; do
 done
 
 log() { echo "run.sh: $*" >&2; }
+# shellcheck source=bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 if [ "$SERVER" = baseline ]; then
     for s in "${SCENARIOS[@]}"; do
@@ -136,43 +138,12 @@ fi
 
 mkdir -p "$OUT_DIR"
 
-# A free loopback TCP port below the ephemeral range (so the load tool's own
-# 10,000 client ports can never collide with it), not already picked.
-PICKED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 1 500); do
-        p=$((20000 + RANDOM % 12000))
-        case "$PICKED_PORTS" in *" $p "*) continue ;; esac
-        if ss -Htan "( sport = :$p or dport = :$p )" 2>/dev/null | grep -q .; then
-            continue
-        fi
-        PICKED_PORTS+="$p "
-        echo "$p"
-        return 0
-    done
-    log "no free port found"
-    return 1
-}
-
 SERVER_PID=""
 stop_server() {
     local pid="$SERVER_PID"
     [ -n "$pid" ] || return 0
     SERVER_PID=""
-    if kill -0 "$pid" 2>/dev/null; then
-        log "stopping server (pid $pid)"
-        kill -TERM "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$pid" 2>/dev/null; then
-            log "server $pid ignored SIGTERM for 5 s, sending SIGKILL"
-            kill -KILL "$pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid" server
 }
 trap stop_server EXIT
 trap 'exit 130' INT TERM
@@ -180,9 +151,9 @@ trap 'exit 130' INT TERM
 # Starts the server for scenario $1; sets PORT, ZPORT, SERVER_PID.
 start_server() {
     local name="$1"
-    PORT="$(free_port)"
-    APORT="$(free_port)"
-    ZPORT="$(free_port)"
+    pick_port PORT
+    pick_port APORT
+    pick_port ZPORT
     SERVER_LOG="$OUT_DIR/server-$LABEL$name.log"
     # SERVER_ARGS is split on purpose (extra flags).
     # shellcheck disable=SC2206
