@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
-use pushfleet_server::config::{is_etcd_endpoint, parse_duration};
+use pushfleet_fleet::flags::{is_etcd_endpoint, parse_duration};
 
-use crate::actuate::Actuator;
-use crate::aws::AutoScaling;
-use crate::scale::ScalePolicy;
-use crate::score::{Capacity, Policy, SignalWeights};
+use crate::io::actuate::Actuator;
+use crate::io::aws::AutoScaling;
+use crate::policy::scale::ScalePolicy;
+use crate::policy::score::{Capacity, Policy, SignalWeights};
 
 /// Whether and how herald scales the fleet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -251,7 +251,7 @@ impl Config {
             return Err(ConfigError::ScaleRange);
         }
         for addr in &self.haproxy_runtime {
-            if let Err(e) = crate::haproxy::RuntimeAddr::parse(addr) {
+            if let Err(e) = crate::io::haproxy::RuntimeAddr::parse(addr) {
                 return Err(ConfigError::Runtime(addr.clone(), e.to_string()));
             }
         }

@@ -3,36 +3,24 @@
 //! Edges keep their real load in etcd (`<prefix>/edges/<id>`, a
 //! [`LoadReport`](pushfleet_protocol::registry::LoadReport)). herald follows those
 //! reports, scores each edge from several signals, and turns the scores into HAProxy
-//! weights: a hot edge gets less new traffic, a cool one more.
+//! weights: a hot edge gets less new traffic, a cool one more. It also decides when
+//! the fleet grows or shrinks, and drains the edges it releases.
 //!
-//! - [`fleet`]: the reports as etcd shows them; [`score`]: the policy, from reports
-//!   to weights (no I/O);
-//! - [`agent`]: the HAProxy agent-check server; [`election`]: leadership via etcd;
-//! - [`state`]: what the tasks share; [`http`]: `/status` and the live page;
-//! - [`slots`]: which server-template slot holds which edge, and the runtime
-//!   commands to get there; [`haproxy`]: the runtime API client;
-//! - [`scale`]: when to grow or shrink the fleet; [`actuate`]: carrying it out;
-//!   [`orders`]: drain orders in etcd; [`aws`]: the EC2 Auto Scaling calls;
-//!   [`lifecycle`]: draining instances the termination hook holds;
-//! - [`config`]: flags; [`run`]: wiring.
+//! Two folders, so the decisions can be read and tested without any I/O:
+//! - [`policy`] (pure): the fleet as etcd shows it, the score from reports to weights,
+//!   when to scale, and which HAProxy slot holds which edge;
+//! - [`io`]: everything that talks to the world: the HAProxy runtime API and agent
+//!   checks, the etcd election, drain orders' actuation, EC2 Auto Scaling, the
+//!   lifecycle hook, and the status page;
+//!
+//! and around them [`state`] (what the tasks share), [`metrics`] (the catalogue of
+//! what herald exports), [`config`] (flags) and [`run`] (wiring and the evaluate loop).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod actuate;
-pub mod agent;
-pub mod aws;
 pub mod config;
-pub mod election;
-#[cfg(test)]
-mod fixtures;
-pub mod fleet;
-pub mod haproxy;
-pub mod http;
-pub mod lifecycle;
-pub mod orders;
-pub mod push;
+pub mod io;
+pub mod metrics;
+pub mod policy;
 pub mod run;
-pub mod scale;
-pub mod score;
-pub mod slots;
 pub mod state;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use herald::config::Config;
-use pushfleet_server::cli;
+use pushfleet_fleet::cli;
 
 const PROGRAM: &str = "herald";
 

@@ -7,23 +7,24 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use actix_web::{web, App, HttpServer};
-use cadence::{Counted, Gauged, StatsdClient};
+use cadence::StatsdClient;
+use pushfleet_fleet::etcd::{self, Records};
 use pushfleet_protocol::registry::edges_prefix;
-use pushfleet_server::etcd::{self, Records};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::actuate::{Actuator, Step};
 use crate::config::Config;
-use crate::fleet::Fleet;
-use crate::haproxy::{Client, RuntimeAddr};
-use crate::orders::{clear_drain, order_drain};
-use crate::push::{Outcome, Pusher};
-use crate::scale::{Action, ScalePolicy, Scaler};
-use crate::score::{Evaluator, Policy};
-use crate::slots::Slots;
-use crate::state::{now_ms, record_scale, State};
-use crate::{agent, election, http, lifecycle};
+use crate::io::actuate::{Actuator, Step};
+use crate::io::haproxy::{Client, RuntimeAddr};
+use crate::io::push::{Outcome, Pusher};
+use crate::io::{agent, election, http, lifecycle};
+use crate::metrics::{self, ScaleAction};
+use crate::policy::fleet::Fleet;
+use crate::policy::scale::{Action, ScalePolicy, Scaler};
+use crate::policy::score::{Evaluator, Policy};
+use crate::policy::slots::Slots;
+use crate::state::{count_scale, count_scale_failure, now_ms, record_scale, State};
+use pushfleet_fleet::orders::{clear_drain, order_drain};
 
 /// A configuration problem found only once running (the AWS environment names no
 /// region): `main` reports it like a flag error (exit 64).
@@ -48,7 +49,7 @@ pub fn run(
     );
     actix_web::rt::System::new().block_on(async move {
         // Before anything serves: a signal during start-up stops herald cleanly.
-        let (mut term, mut int) = pushfleet_server::run::signals();
+        let (mut term, mut int) = pushfleet_fleet::signals::signals();
         let (shutdown_tx, shutdown) = watch::channel(false);
         let (records_tx, records) = watch::channel(Records::new());
         actix_web::rt::spawn(etcd::follow_prefix(
@@ -69,12 +70,12 @@ pub fn run(
         agent_listener.set_nonblocking(true)?;
         let agent_listener = tokio::net::TcpListener::from_std(agent_listener)?;
         actix_web::rt::spawn(agent::serve(agent_listener, state.clone()));
-        let statsd = pushfleet_server::statsd::client(
+        let statsd = pushfleet_fleet::statsd::client(
             config.statsd,
             &format!(
                 "{}.herald.{}",
                 config.statsd_prefix,
-                pushfleet_server::statsd::path_part(&config.herald_id())
+                pushfleet_fleet::statsd::path_part(&config.herald_id())
             ),
         )?;
         let actuator = config
@@ -88,12 +89,7 @@ pub fn run(
                 etcd: config.etcd.clone(),
                 prefix: config.etcd_prefix.clone(),
             };
-            actix_web::rt::spawn(lifecycle::watch(
-                group.clone(),
-                settings,
-                state.clone(),
-                statsd.clone(),
-            ));
+            actix_web::rt::spawn(lifecycle::watch(group.clone(), settings, state.clone()));
         }
         actix_web::rt::spawn(evaluate(
             config.clone(),
@@ -114,8 +110,8 @@ pub fn run(
         let handle = server.handle();
         actix_web::rt::spawn(async move {
             tokio::select! {
-                _ = pushfleet_server::run::next_signal(&mut term) => {}
-                _ = pushfleet_server::run::next_signal(&mut int) => {}
+                _ = pushfleet_fleet::signals::next_signal(&mut term) => {}
+                _ = pushfleet_fleet::signals::next_signal(&mut int) => {}
             }
             info!("stopping");
             let _ = shutdown_tx.send(true);
@@ -126,25 +122,6 @@ pub fn run(
     })?;
     info!("herald stopped");
     Ok(())
-}
-
-/// StatsD, every evaluation: per-edge weight and load (one series per edge, bounded
-/// by the fleet), and herald's own state. Names in `monitoring/METRICS.md`.
-fn report(client: &StatsdClient, evaluator: &Evaluator, leader: bool, changes: usize) {
-    for view in evaluator.views().values() {
-        let edge = pushfleet_server::statsd::path_part(&view.id);
-        let _ = client.gauge(&format!("weight.{edge}"), u64::from(view.percent));
-        let _ = client.gauge(
-            &format!("load_permille.{edge}"),
-            (view.load * 1000.0) as u64,
-        );
-    }
-    let _ = client.gauge("edges", evaluator.views().len() as u64);
-    let _ = client.gauge("leader", u64::from(leader));
-    let _ = client.gauge("holding", u64::from(evaluator.holding));
-    if changes > 0 {
-        let _ = client.count("decisions", changes as u64);
-    }
 }
 
 /// The evaluate loop: every interval, reports → weights → shared state (and, on the
@@ -183,6 +160,7 @@ async fn evaluate(
     });
     let mut tick = tokio::time::interval(config.interval);
     let mut was_holding = false;
+    let mut report = state.read().ok().map(|s| metrics::Report::new(&s));
     loop {
         tick.tick().await;
         let now = Instant::now();
@@ -200,9 +178,6 @@ async fn evaluate(
             info!(edge = %c.id, from = ?c.from, to = ?c.to, reason = %c.reason, "weight changed");
         }
         let leading = *leader.borrow();
-        if let Some(client) = &statsd {
-            report(client, &evaluator, leading, changes.len());
-        }
         let outcome = match pusher.as_mut() {
             Some(p) if leading => p.round(evaluator.views()).await,
             Some(p) => {
@@ -211,12 +186,8 @@ async fn evaluate(
             }
             None => Outcome::default(),
         };
-        if let (Some(client), true) = (&statsd, outcome.pushed + outcome.failed > 0) {
-            let _ = client.count("haproxy.pushes", outcome.pushed);
-            let _ = client.count("haproxy.push_errors", outcome.failed);
-        }
         if let (Some(scaling), true) = (scaling.as_mut(), leading) {
-            scaling.round(evaluator.views(), now, &state, statsd.as_ref());
+            scaling.round(evaluator.views(), now, &state);
         }
         let Ok(mut s) = state.write() else { continue };
         s.views = evaluator.views().clone();
@@ -230,6 +201,11 @@ async fn evaluate(
         let at = now_ms();
         for c in changes {
             s.record(at, c);
+        }
+        // Every evaluation: per-edge weight and load (one series per edge, bounded by
+        // the fleet), herald's own state, and what was counted since the last one.
+        if let (Some(client), Some(report)) = (&statsd, report.as_mut()) {
+            report.send(&s, client);
         }
     }
 }
@@ -249,15 +225,14 @@ impl Scaling {
     /// One evaluation: release a drained edge that has left, then maybe decide.
     fn round(
         &mut self,
-        views: &std::collections::BTreeMap<String, crate::score::EdgeView>,
+        views: &std::collections::BTreeMap<String, crate::policy::score::EdgeView>,
         now: Instant,
         state: &Arc<RwLock<State>>,
-        statsd: Option<&Arc<StatsdClient>>,
     ) {
         if let Some((edge, reason)) = self.draining.clone() {
             if !views.contains_key(&edge) {
                 self.draining = None;
-                self.spawn(Step::Release, edge, reason, state, statsd, true);
+                self.spawn(Step::Release, edge, reason, state, true);
             }
         }
         let Some(action) = self.scaler.decide(&self.policy, views, now) else {
@@ -266,12 +241,10 @@ impl Scaling {
         info!(?action, "scaling decision");
         match action {
             Action::ScaleOut { reason } => {
-                self.spawn(Step::ScaleOut, String::new(), reason, state, statsd, false);
+                self.spawn(Step::ScaleOut, String::new(), reason, state, false);
             }
             Action::ScaleIn { edge, reason } => {
-                if let Some(c) = statsd {
-                    let _ = c.count("scale.in", 1);
-                }
+                count_scale(state, ScaleAction::In);
                 let dry = matches!(self.actuator, Actuator::DryRun);
                 record_scale(
                     state,
@@ -304,23 +277,24 @@ impl Scaling {
         edge: String,
         reason: String,
         state: &Arc<RwLock<State>>,
-        statsd: Option<&Arc<StatsdClient>>,
         clear: bool,
     ) {
         let name = step.as_str();
-        if let Some(c) = statsd {
-            let _ = c.count(&format!("scale.{name}"), 1);
-        }
-        let (actuator, state, statsd) = (self.actuator.clone(), state.clone(), statsd.cloned());
+        count_scale(
+            state,
+            match step {
+                Step::ScaleOut => ScaleAction::ScaleOut,
+                Step::Release => ScaleAction::Release,
+            },
+        );
+        let (actuator, state) = (self.actuator.clone(), state.clone());
         let (endpoints, prefix) = (self.etcd.clone(), self.prefix.clone());
         actix_web::rt::spawn(async move {
             let outcome = match actuator.run(step, &edge, &reason).await {
                 Ok(false) => "dry-run".to_owned(),
                 Ok(true) => "done".to_owned(),
                 Err(e) => {
-                    if let Some(c) = &statsd {
-                        let _ = c.count("scale.failures", 1);
-                    }
+                    count_scale_failure(&state);
                     e
                 }
             };

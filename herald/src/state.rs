@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pushfleet_server::prometheus::{Exposition, Kind};
 use serde::Serialize;
 
-use crate::score::{Change, EdgeView};
+use crate::metrics::{Counters, LifecycleEvent, ScaleAction};
+use crate::policy::score::{Change, EdgeView};
 
 /// Decisions kept for the status page.
 pub const RECENT: usize = 100;
@@ -44,6 +44,8 @@ pub struct State {
     pub scale_steps: BTreeMap<String, u64>,
     /// HAProxy server-template slot → edge id (on the leader, with a runtime API).
     pub slots: BTreeMap<String, String>,
+    /// Scaling and lifecycle-hook counts (StatsD).
+    pub counters: Counters,
 }
 
 /// One scaling step.
@@ -77,76 +79,32 @@ impl State {
     }
 }
 
-impl State {
-    /// The `GET /metrics` exposition: per-edge weight and load, herald's own gauges
-    /// and counters, each labelled `herald="<herald id>"` (`monitoring/METRICS.md`).
-    pub fn to_prometheus(&self) -> String {
-        let flag = |b: bool| f64::from(u8::from(b));
-        let mut e = Exposition::new("pushfleet_herald", &[("herald", &self.herald_id)]);
-        e.family(
-            Kind::Gauge,
-            "weight_percent",
-            "The edge's weight, percent of its configured HAProxy weight.",
-        );
-        for view in self.views.values() {
-            e.sample(&[("edge", &view.id)], f64::from(view.percent));
-        }
-        e.family(
-            Kind::Gauge,
-            "load",
-            "The edge's smoothed load score, 1 = at capacity.",
-        );
-        for view in self.views.values() {
-            e.sample(&[("edge", &view.id)], view.load);
-        }
-        e.gauge(
-            "edges",
-            "Edges with a report in etcd.",
-            self.views.len() as f64,
-        )
-        .gauge("leader", "1 on the instance that leads.", flag(self.leader))
-        .gauge(
-            "holding",
-            "1 while no report anywhere is fresh (weights held).",
-            flag(self.holding),
-        )
-        .counter(
-            "decisions_total",
-            "Weight or state changes decided.",
-            self.decisions,
-        )
-        .counter(
-            "agent_checks_total",
-            "HAProxy agent checks answered.",
-            self.agent_checks,
-        )
-        .counter(
-            "haproxy_pushes_total",
-            "Runtime API changes HAProxy accepted (leader).",
-            self.pushes,
-        )
-        .counter(
-            "haproxy_push_errors_total",
-            "Runtime API changes HAProxy refused (leader).",
-            self.push_errors,
-        )
-        .family(
-            Kind::Counter,
-            "scale_steps_total",
-            "Scaling steps recorded, by step.",
-        );
-        for (step, n) in &self.scale_steps {
-            e.sample(&[("step", step)], *n as f64);
-        }
-        e.finish()
-    }
-}
-
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counts a scaling action that started.
+pub fn count_scale(state: &Arc<RwLock<State>>, action: ScaleAction) {
+    if let Ok(mut s) = state.write() {
+        s.counters.scale_started[action as usize] += 1;
+    }
+}
+
+/// Counts an actuator step that failed.
+pub fn count_scale_failure(state: &Arc<RwLock<State>>) {
+    if let Ok(mut s) = state.write() {
+        s.counters.scale_failures += 1;
+    }
+}
+
+/// Counts a lifecycle-hook event.
+pub fn count_lifecycle(state: &Arc<RwLock<State>>, event: LifecycleEvent) {
+    if let Ok(mut s) = state.write() {
+        s.counters.lifecycle[event as usize] += 1;
+    }
 }
 
 /// Appends a scaling step to the shared state (shown on the status page).

@@ -71,8 +71,37 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in the order counters indexed by code use.
+    pub const ALL: [ErrorCode; 9] = [
+        Self::InvalidJson,
+        Self::InvalidRequest,
+        Self::UnknownMethod,
+        Self::InvalidChannel,
+        Self::TooManySubscriptions,
+        Self::NotSubscribed,
+        Self::UnsupportedFrame,
+        Self::Draining,
+        Self::Unauthorized,
+    ];
+
+    /// [`ErrorCode::ALL`] as metric tags.
+    pub const NAMES: [&'static str; 9] = {
+        let mut names = [""; 9];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    /// Its index in [`ErrorCode::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The code as sent on the wire (also a metric tag).
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::InvalidJson => "invalid_json",
             Self::InvalidRequest => "invalid_request",
@@ -307,6 +336,14 @@ pub fn write_envelope(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_error_code_indexes_its_own_counter() {
+        for (i, code) in ErrorCode::ALL.iter().enumerate() {
+            assert_eq!(code.index(), i, "{code:?}");
+            assert_eq!(ErrorCode::NAMES[i], code.as_str());
+        }
+    }
 
     #[test]
     fn parses_subscribe_and_unsubscribe() {

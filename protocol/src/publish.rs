@@ -6,6 +6,10 @@
 
 use crate::channel::{validate_channel, ChannelError};
 
+/// Default bound on a publish's data frame, shared by relays, edges and publishers.
+/// 1 MiB: large enough for any realistic realtime payload, small enough that one bad
+/// publisher cannot make the edge hold huge frames for every socket.
+pub const DEFAULT_MAX_DATA: usize = 1024 * 1024;
 /// Longest event name accepted, in bytes.
 pub const MAX_EVENT_LEN: usize = 128;
 
@@ -18,7 +22,7 @@ pub struct Publish<'a> {
     pub seq: Option<u64>,
 }
 
-/// Why a publish was refused. [`PublishError::reason`] is the metric tag.
+/// Why a publish was refused. [`PublishError::malformed`] is the reason it is counted under.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PublishError {
     #[error("expected 3 frames [channel, event, data] (or 4 with seq), got {0}")]
@@ -37,29 +41,84 @@ pub enum PublishError {
     TooLarge(usize, usize),
 }
 
-/// Every [`PublishError::reason`] tag, for counters indexed by reason.
-pub const REASONS: [&str; 7] = [
-    "frames",
-    "utf8",
-    "channel",
-    "event",
-    "data",
-    "seq",
-    "too_large",
-];
+/// What was wrong with a refused publish: the reason its drop is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Malformed {
+    /// Not 3 frames (or 4 with `seq`).
+    Frames,
+    /// A frame is not UTF-8.
+    Utf8,
+    /// The channel name is invalid.
+    Channel,
+    /// The event name is empty or too long.
+    Event,
+    /// The data is not JSON.
+    Data,
+    /// The `seq` frame is not a decimal integer.
+    Seq,
+    /// The data is over the size limit.
+    TooLarge,
+}
+
+impl Malformed {
+    /// Every reason, in the order counters indexed by reason use.
+    pub const ALL: [Malformed; 7] = [
+        Self::Frames,
+        Self::Utf8,
+        Self::Channel,
+        Self::Event,
+        Self::Data,
+        Self::Seq,
+        Self::TooLarge,
+    ];
+
+    /// [`Malformed::ALL`] as metric tags.
+    pub const NAMES: [&'static str; 7] = {
+        let mut names = [""; 7];
+        let mut i = 0;
+        while i < names.len() {
+            names[i] = Self::ALL[i].as_str();
+            i += 1;
+        }
+        names
+    };
+
+    /// Its index in [`Malformed::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric tag.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Frames => "frames",
+            Self::Utf8 => "utf8",
+            Self::Channel => "channel",
+            Self::Event => "event",
+            Self::Data => "data",
+            Self::Seq => "seq",
+            Self::TooLarge => "too_large",
+        }
+    }
+}
 
 impl PublishError {
+    /// Why, as a reason to count.
+    pub fn malformed(&self) -> Malformed {
+        match self {
+            Self::FrameCount(_) => Malformed::Frames,
+            Self::NotUtf8(_) => Malformed::Utf8,
+            Self::Channel(_) => Malformed::Channel,
+            Self::Event => Malformed::Event,
+            Self::Data(_) => Malformed::Data,
+            Self::Seq => Malformed::Seq,
+            Self::TooLarge(..) => Malformed::TooLarge,
+        }
+    }
+
     /// A short, fixed tag for counting drops by reason.
     pub fn reason(&self) -> &'static str {
-        match self {
-            Self::FrameCount(_) => "frames",
-            Self::NotUtf8(_) => "utf8",
-            Self::Channel(_) => "channel",
-            Self::Event => "event",
-            Self::Data(_) => "data",
-            Self::Seq => "seq",
-            Self::TooLarge(..) => "too_large",
-        }
+        self.malformed().as_str()
     }
 }
 
@@ -147,8 +206,12 @@ mod tests {
             PublishError::Seq,
             PublishError::TooLarge(2, 1),
         ];
-        let reasons: Vec<&str> = errors.iter().map(PublishError::reason).collect();
-        assert_eq!(reasons, REASONS);
+        let reasons: Vec<Malformed> = errors.iter().map(PublishError::malformed).collect();
+        assert_eq!(reasons, Malformed::ALL);
+        for (i, m) in Malformed::ALL.iter().enumerate() {
+            assert_eq!(m.index(), i, "{m:?} indexes its own counter");
+            assert_eq!(Malformed::NAMES[i], m.as_str());
+        }
     }
 
     #[test]

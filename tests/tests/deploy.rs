@@ -424,7 +424,7 @@ fn lifecycle_hook_fits_herald_and_the_drain() {
         "HeartbeatTimeout {heartbeat_timeout:?} < one whole drain without heartbeats \
          (poll + --drain-timeout + lease + poll = {whole_drain:?})"
     );
-    let first_heartbeat = herald::lifecycle::HEARTBEAT_EVERY + poll;
+    let first_heartbeat = herald::io::lifecycle::HEARTBEAT_EVERY + poll;
     assert!(
         heartbeat_timeout > first_heartbeat,
         "HeartbeatTimeout {heartbeat_timeout:?} runs out before herald's first heartbeat \

@@ -12,7 +12,7 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald::haproxy::{
+use herald::io::haproxy::{
     block_on, Client, HaproxyError, OpState, RuntimeAddr, ServerAdmin, ServerState,
 };
 use pushfleet_tests::haproxy::Haproxy;

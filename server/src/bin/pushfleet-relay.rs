@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use pushfleet_server::cli;
+use pushfleet_fleet::cli;
 use pushfleet_server::relay::{run, RelayConfig};
 
 const PROGRAM: &str = "pushfleet-relay";

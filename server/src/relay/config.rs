@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{is_etcd_endpoint, is_tcp_endpoint, parse_duration, DEFAULT_MAX_PUBLISH_SIZE};
+use pushfleet_fleet::flags::{is_etcd_endpoint, is_tcp_endpoint, parse_duration};
+use pushfleet_protocol::publish::DEFAULT_MAX_DATA;
 
 /// Per-edge send queue in the relay, in messages (libzmq's SNDHWM on the edge-facing
 /// socket). 20k is 0.2 s of a 100k msg/s stream: enough to ride out a scheduling hiccup
@@ -97,7 +98,7 @@ pub struct RelayConfig {
     pub startup_hold: Duration,
 
     /// Largest accepted data frame, in bytes.
-    #[arg(long, env = "PUSHFLEET_RELAY_MAX_PUBLISH_SIZE", default_value_t = DEFAULT_MAX_PUBLISH_SIZE)]
+    #[arg(long, env = "PUSHFLEET_RELAY_MAX_PUBLISH_SIZE", default_value_t = DEFAULT_MAX_DATA)]
     pub max_publish_size: usize,
 
     /// StatsD address (`host:port`); metrics are off without it.

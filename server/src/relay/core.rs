@@ -23,12 +23,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pushfleet_protocol::publish::{self, PublishError};
+use pushfleet_protocol::publish::{self, Malformed};
 use tracing::{debug, info, warn};
 use zmq::{Message, Socket, SocketEvent};
 
 use super::interest::{Change, Interest, Route};
-use super::metrics::RelayMetrics;
+use super::metrics::{RelayDrop, RelayMetrics};
 use super::shards::{Owner, Owners, ShardSet};
 
 /// Fourth frame of a publish one relay hands to the relay that owns its channel.
@@ -309,7 +309,7 @@ impl Core {
         }
         if count != 3 && !handed_over {
             self.metrics
-                .drop_for(PublishError::FrameCount(count).reason());
+                .drop_for(RelayDrop::Malformed(Malformed::Frames));
             return;
         }
         let owner = {
@@ -318,7 +318,7 @@ impl Core {
             match publish::parse(&frames, self.max_data) {
                 Err(e) => {
                     debug!(error = %e, "dropping a malformed publish");
-                    self.metrics.drop_for(e.reason());
+                    self.metrics.drop_for(RelayDrop::Malformed(e.malformed()));
                     return;
                 }
                 Ok(_) if handed_over => None,
@@ -362,7 +362,7 @@ impl Core {
 
     fn hand_over(&mut self, peer: &str) {
         let Some(socket) = self.peers.get(peer) else {
-            self.metrics.drop_for("owner_unavailable");
+            self.metrics.drop_for(RelayDrop::OwnerUnavailable);
             return;
         };
         let marker = Message::from(HANDED_OVER);
@@ -373,7 +373,7 @@ impl Core {
             }
             Err(e) => {
                 debug!(%peer, error = %e, "owner relay cannot take the publish");
-                self.metrics.drop_for("owner_unavailable");
+                self.metrics.drop_for(RelayDrop::OwnerUnavailable);
             }
         }
     }

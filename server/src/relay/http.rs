@@ -200,7 +200,7 @@ async fn stats(state: State) -> HttpResponse {
 
 async fn prometheus(state: State) -> HttpResponse {
     HttpResponse::Ok()
-        .content_type(crate::prometheus::CONTENT_TYPE)
+        .content_type(pushfleet_fleet::prometheus::CONTENT_TYPE)
         .body(state.metrics.to_prometheus(&state.relay_id))
 }
 

@@ -1,5 +1,6 @@
-//! The relay's counters and gauges: shown on `/stats` and sent to StatsD every
-//! second as `<prefix>.relay.<relay id>.<name>` (catalogue: `monitoring/METRICS.md`).
+//! The relay's counters and gauges, and their catalogue: the one table that names
+//! them and renders `/stats`, `GET /metrics` and the StatsD report (sent every second
+//! as `<prefix>.relay.<relay id>.<name>`; documented in `monitoring/METRICS.md`).
 //!
 //! Stage accounting: every publish the relay receives ends in exactly one of
 //! `forwarded`, `to_owner` (handed to the relay that owns its channel),
@@ -10,27 +11,44 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cadence::{Counted, Gauged, StatsdClient};
-use serde_json::{json, Value};
+use cadence::StatsdClient;
+use pushfleet_fleet::catalogue::{self, Metric, Reading, StatsdReport};
+use pushfleet_fleet::prometheus::Exposition;
+use pushfleet_protocol::publish::Malformed;
+use serde_json::{json, Map, Value};
 
-use crate::prometheus::{Exposition, Kind};
+/// Why the relay dropped a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayDrop {
+    /// The publish was malformed.
+    Malformed(Malformed),
+    /// The owning relay could not take it: not connected, or its queue full.
+    OwnerUnavailable,
+}
 
-/// Why a publish was dropped: the [`pushfleet_protocol::publish::REASONS`] of
-/// malformed publishes, then `owner_unavailable` (the owning relay could not take
-/// it: not connected, or its queue full).
-pub const DROP_REASONS: [&str; 8] = {
-    let r = pushfleet_protocol::publish::REASONS;
-    [
-        r[0],
-        r[1],
-        r[2],
-        r[3],
-        r[4],
-        r[5],
-        r[6],
-        "owner_unavailable",
-    ]
-};
+impl RelayDrop {
+    /// Every reason's tag, in counter order.
+    pub const NAMES: [&'static str; Malformed::ALL.len() + 1] = {
+        let mut names = ["owner_unavailable"; Malformed::ALL.len() + 1];
+        let mut i = 0;
+        while i < Malformed::ALL.len() {
+            names[i] = Malformed::NAMES[i];
+            i += 1;
+        }
+        names
+    };
+
+    /// Its index in [`RelayDrop::NAMES`].
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Malformed(m) => m.index(),
+            Self::OwnerUnavailable => Malformed::ALL.len(),
+        }
+    }
+}
+
+/// Where a received publish came from, in the order of the `received` row.
+pub const SOURCES: [&str; 3] = ["zmq", "from_peer", "http"];
 
 /// Reporting interval.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -50,7 +68,7 @@ pub struct RelayMetrics {
     pub to_owner: AtomicU64,
     /// Messages no edge wanted.
     pub no_subscribers: AtomicU64,
-    dropped: [AtomicU64; DROP_REASONS.len()],
+    dropped: [AtomicU64; RelayDrop::NAMES.len()],
     /// HTTP requests refused with an error status.
     pub http_rejected: AtomicU64,
     /// Channels some edge holds.
@@ -61,160 +79,151 @@ pub struct RelayMetrics {
     pub relays: AtomicU64,
 }
 
+/// Every figure of the relay, read at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct RelaySnapshot {
+    pub received: [u64; SOURCES.len()],
+    pub forwarded: u64,
+    pub to_owner: u64,
+    pub no_subscribers: u64,
+    pub dropped: [u64; RelayDrop::NAMES.len()],
+    pub http_rejected: u64,
+    pub channels: u64,
+    pub edges: u64,
+    pub relays: u64,
+}
+
+fn one(v: u64) -> Reading {
+    Reading::One(v)
+}
+
+/// The relay's metrics.
+pub static CATALOGUE: &[Metric<RelaySnapshot>] = &[
+    Metric::counter(
+        "received",
+        "publishes",
+        "Publishes received, by source (from_peer is part of zmq).",
+        |s: &RelaySnapshot| Reading::Each(s.received.to_vec()),
+    )
+    .by("source", &SOURCES)
+    .stats("received"),
+    Metric::counter(
+        "forwarded",
+        "messages",
+        "Messages sent to the edges (once per message).",
+        |s: &RelaySnapshot| one(s.forwarded),
+    )
+    .stats("forwarded"),
+    Metric::counter(
+        "to_owner",
+        "publishes",
+        "Publishes handed to the relay that owns their channel.",
+        |s: &RelaySnapshot| one(s.to_owner),
+    )
+    .stats("to_owner"),
+    Metric::counter(
+        "no_subscribers",
+        "publishes",
+        "Publishes for channels no edge holds.",
+        |s: &RelaySnapshot| one(s.no_subscribers),
+    )
+    .stats("no_subscribers"),
+    Metric::counter(
+        "dropped",
+        "publishes",
+        "Publishes dropped, by reason.",
+        |s: &RelaySnapshot| Reading::Each(s.dropped.to_vec()),
+    )
+    .by("reason", &RelayDrop::NAMES)
+    .stats("dropped")
+    .loss(),
+    Metric::counter(
+        "http.rejected",
+        "requests",
+        "HTTP requests answered with an error status.",
+        |s: &RelaySnapshot| one(s.http_rejected),
+    )
+    .stats("http_rejected"),
+    Metric::gauge(
+        "channels",
+        "channels",
+        "Channels some edge holds.",
+        |s: &RelaySnapshot| one(s.channels),
+    )
+    .stats("channels"),
+    Metric::gauge(
+        "edges",
+        "connections",
+        "Edge connections on the edge socket.",
+        |s: &RelaySnapshot| one(s.edges),
+    )
+    .stats("edges"),
+    Metric::gauge(
+        "relays",
+        "relays",
+        "Relays in the shard set (0: serving every channel).",
+        |s: &RelaySnapshot| one(s.relays),
+    )
+    .stats("relays"),
+];
+
+/// `/stats` fields that are not metrics: who is answering, and where.
+pub const STATS_IDENTITY: [&str; 3] = ["relay_id", "publish_endpoint", "edge_endpoint"];
+
 impl RelayMetrics {
-    /// Counts a drop; unknown reasons count as `frames` (never happens: reasons are
-    /// the constants above).
-    pub fn drop_for(&self, reason: &str) {
-        let i = DROP_REASONS.iter().position(|r| *r == reason).unwrap_or(0);
-        self.dropped[i].fetch_add(1, Relaxed);
+    /// Counts a drop.
+    pub fn drop_for(&self, reason: RelayDrop) {
+        self.dropped[reason.index()].fetch_add(1, Relaxed);
     }
 
-    pub fn dropped(&self, reason: &str) -> u64 {
-        DROP_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.dropped[i].load(Relaxed))
+    pub fn dropped(&self, reason: RelayDrop) -> u64 {
+        self.dropped[reason.index()].load(Relaxed)
     }
 
-    fn counters(&self) -> Vec<(String, u64)> {
-        let mut out = vec![
-            ("received.zmq".to_owned(), self.received_zmq.load(Relaxed)),
-            (
-                "received.from_peer".to_owned(),
-                self.received_from_peer.load(Relaxed),
-            ),
-            ("received.http".to_owned(), self.received_http.load(Relaxed)),
-            ("forwarded".to_owned(), self.forwarded.load(Relaxed)),
-            ("to_owner".to_owned(), self.to_owner.load(Relaxed)),
-            (
-                "no_subscribers".to_owned(),
-                self.no_subscribers.load(Relaxed),
-            ),
-            ("http.rejected".to_owned(), self.http_rejected.load(Relaxed)),
-        ];
-        for (reason, c) in DROP_REASONS.iter().zip(&self.dropped) {
-            out.push((format!("dropped.{reason}"), c.load(Relaxed)));
+    /// Reads every figure.
+    pub fn snapshot(&self) -> RelaySnapshot {
+        let load = |c: &AtomicU64| c.load(Relaxed);
+        RelaySnapshot {
+            received: [
+                load(&self.received_zmq),
+                load(&self.received_from_peer),
+                load(&self.received_http),
+            ],
+            forwarded: load(&self.forwarded),
+            to_owner: load(&self.to_owner),
+            no_subscribers: load(&self.no_subscribers),
+            dropped: self.dropped.each_ref().map(load),
+            http_rejected: load(&self.http_rejected),
+            channels: load(&self.channels),
+            edges: load(&self.edges),
+            relays: load(&self.relays),
         }
-        out
-    }
-
-    fn gauges(&self) -> [(&'static str, u64); 3] {
-        [
-            ("channels", self.channels.load(Relaxed)),
-            ("edges", self.edges.load(Relaxed)),
-            ("relays", self.relays.load(Relaxed)),
-        ]
     }
 
     /// The `/stats` body.
     pub fn to_json(&self, relay_id: &str, publish: &str, edges: &str) -> Value {
-        let dropped: serde_json::Map<String, Value> = DROP_REASONS
-            .iter()
-            .zip(&self.dropped)
-            .map(|(r, c)| ((*r).to_owned(), json!(c.load(Relaxed))))
-            .collect();
-        json!({
-            "relay_id": relay_id,
-            "publish_endpoint": publish,
-            "edge_endpoint": edges,
-            "received": {
-                "zmq": self.received_zmq.load(Relaxed),
-                "from_peer": self.received_from_peer.load(Relaxed),
-                "http": self.received_http.load(Relaxed),
-            },
-            "forwarded": self.forwarded.load(Relaxed),
-            "to_owner": self.to_owner.load(Relaxed),
-            "no_subscribers": self.no_subscribers.load(Relaxed),
-            "dropped": dropped,
-            "http_rejected": self.http_rejected.load(Relaxed),
-            "channels": self.channels.load(Relaxed),
-            "edges": self.edges.load(Relaxed),
-            "relays": self.relays.load(Relaxed),
-        })
+        let mut out = Map::new();
+        out.insert("relay_id".into(), json!(relay_id));
+        out.insert("publish_endpoint".into(), json!(publish));
+        out.insert("edge_endpoint".into(), json!(edges));
+        catalogue::stats_json(CATALOGUE, &self.snapshot(), &mut out);
+        Value::Object(out)
     }
-}
 
-impl RelayMetrics {
-    /// The `GET /metrics` exposition: the figures of `/stats`, each labelled
-    /// `relay="<relay id>"` (names in `monitoring/METRICS.md`).
+    /// The `GET /metrics` exposition, each sample labelled `relay="<relay id>"`.
     pub fn to_prometheus(&self, relay_id: &str) -> String {
-        let load = |c: &AtomicU64| c.load(Relaxed);
         let mut e = Exposition::new("pushfleet_relay", &[("relay", relay_id)]);
-        e.family(
-            Kind::Counter,
-            "received_total",
-            "Publishes received, by source (from_peer is part of zmq).",
-        )
-        .sample(&[("source", "zmq")], load(&self.received_zmq) as f64)
-        .sample(
-            &[("source", "from_peer")],
-            load(&self.received_from_peer) as f64,
-        )
-        .sample(&[("source", "http")], load(&self.received_http) as f64)
-        .counter(
-            "forwarded_total",
-            "Messages sent to the edges (once per message).",
-            load(&self.forwarded),
-        )
-        .counter(
-            "to_owner_total",
-            "Publishes handed to the relay that owns their channel.",
-            load(&self.to_owner),
-        )
-        .counter(
-            "no_subscribers_total",
-            "Publishes for channels no edge holds.",
-            load(&self.no_subscribers),
-        )
-        .family(
-            Kind::Counter,
-            "dropped_total",
-            "Publishes dropped, by reason.",
-        );
-        for (reason, c) in DROP_REASONS.iter().zip(&self.dropped) {
-            e.sample(&[("reason", reason)], load(c) as f64);
-        }
-        e.counter(
-            "http_rejected_total",
-            "HTTP requests answered with an error status.",
-            load(&self.http_rejected),
-        )
-        .gauge(
-            "channels",
-            "Channels some edge holds.",
-            load(&self.channels) as f64,
-        )
-        .gauge(
-            "edges",
-            "Edge connections on the edge socket.",
-            load(&self.edges) as f64,
-        )
-        .gauge(
-            "relays",
-            "Relays in the shard set (0: serving every channel).",
-            load(&self.relays) as f64,
-        );
+        catalogue::prometheus(CATALOGUE, &self.snapshot(), &mut e);
         e.finish()
     }
 }
 
-/// Sends counter increases and gauges to StatsD every [`REPORT_INTERVAL`]; runs until
-/// dropped.
+/// Sends the catalogue's StatsD rows every [`REPORT_INTERVAL`]; runs until dropped.
 pub async fn report(metrics: Arc<RelayMetrics>, client: Arc<StatsdClient>) {
     let mut tick = tokio::time::interval(REPORT_INTERVAL);
-    let mut previous = metrics.counters();
+    let mut report = StatsdReport::new(CATALOGUE, &metrics.snapshot());
     loop {
         tick.tick().await;
-        let now = metrics.counters();
-        for ((name, value), (_, before)) in now.iter().zip(&previous) {
-            let delta = value.saturating_sub(*before);
-            if delta > 0 {
-                let _ = client.count(name, delta);
-            }
-        }
-        previous = now;
-        for (name, value) in metrics.gauges() {
-            let _ = client.gauge(name, value);
-        }
+        report.send(CATALOGUE, &metrics.snapshot(), &client);
     }
 }

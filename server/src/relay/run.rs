@@ -20,8 +20,8 @@ use super::core::{self, Core, SocketConfig, HTTP_ENDPOINT};
 use super::http::{self, HttpState};
 use super::metrics::{self, RelayMetrics};
 use super::shards::ShardSet;
-use crate::etcd;
-use crate::run::next_signal;
+use pushfleet_fleet::etcd;
+use pushfleet_fleet::signals::next_signal;
 
 /// Serves until shut down. `http_listener` is already bound (tests bind port 0).
 pub fn run(config: RelayConfig, http_listener: TcpListener) -> anyhow::Result<()> {
@@ -30,12 +30,12 @@ pub fn run(config: RelayConfig, http_listener: TcpListener) -> anyhow::Result<()
     let relay_id = config.relay_id(publish_port);
     let publish_endpoint = config.advertised_publish(publish_port);
     let edge_endpoint = config.advertised_edges(port_of(&config.edge_bind));
-    let statsd = crate::statsd::client(
+    let statsd = pushfleet_fleet::statsd::client(
         config.statsd,
         &format!(
             "{}.relay.{}",
             config.statsd_prefix,
-            crate::statsd::path_part(&relay_id)
+            pushfleet_fleet::statsd::path_part(&relay_id)
         ),
     )?;
 
@@ -104,7 +104,7 @@ pub fn run(config: RelayConfig, http_listener: TcpListener) -> anyhow::Result<()
     let max_data = config.max_publish_size;
     let served = actix_web::rt::System::new().block_on(async move {
         // Before anything serves: a signal during start-up stops the relay cleanly.
-        let signals = crate::run::signals();
+        let signals = pushfleet_fleet::signals::signals();
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         if !config.etcd.is_empty() {
             spawn_etcd(&config, &record, shards, shutdown_rx.clone())?;
