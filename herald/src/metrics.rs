@@ -7,12 +7,8 @@ use cadence::StatsdClient;
 use pushfleet_fleet::catalogue::{self, Metric, Reading, StatsdReport, PERMILLE};
 use pushfleet_fleet::prometheus::Exposition;
 
-use crate::state::State;
+use crate::state::{Counters, State, LIFECYCLE_EVENTS, SCALE_ACTIONS};
 
-/// Scaling actions, in the order of [`Counters::scale_started`], as StatsD names them.
-pub const SCALE_ACTIONS: [&str; 3] = ["scale_out", "in", "release"];
-/// The termination hook's events, in the order of [`Counters::lifecycle`].
-pub const LIFECYCLE_EVENTS: [&str; 3] = ["drains", "completed", "errors"];
 /// Scaling steps as the status page records them (`ScaleEvent::step`).
 pub const SCALE_STEPS: [&str; 5] = [
     "scale_out",
@@ -21,36 +17,6 @@ pub const SCALE_STEPS: [&str; 5] = [
     "lifecycle_drain",
     "lifecycle_complete",
 ];
-
-/// What herald counts, since start.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Counters {
-    /// Scaling actions started, by [`SCALE_ACTIONS`] (leader).
-    pub scale_started: [u64; SCALE_ACTIONS.len()],
-    /// Actuator steps that failed.
-    pub scale_failures: u64,
-    /// Lifecycle-hook events, by [`LIFECYCLE_EVENTS`].
-    pub lifecycle: [u64; LIFECYCLE_EVENTS.len()],
-}
-
-/// A scaling action that started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScaleAction {
-    ScaleOut = 0,
-    In = 1,
-    Release = 2,
-}
-
-/// A lifecycle-hook event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LifecycleEvent {
-    /// A terminating instance whose edge herald told to drain.
-    Drain = 0,
-    /// A lifecycle action completed (`CONTINUE`).
-    Completed = 1,
-    /// An AWS or etcd call of the watcher failed.
-    Error = 2,
-}
 
 /// herald's figures at one moment.
 #[derive(Debug, Clone, Default)]

@@ -18,12 +18,12 @@ use crate::io::actuate::{Actuator, Step};
 use crate::io::haproxy::{Client, RuntimeAddr};
 use crate::io::push::{Outcome, Pusher};
 use crate::io::{agent, election, http, lifecycle};
-use crate::metrics::{self, ScaleAction};
+use crate::metrics;
 use crate::policy::fleet::Fleet;
 use crate::policy::scale::{Action, ScalePolicy, Scaler};
 use crate::policy::score::{Evaluator, Policy};
 use crate::policy::slots::Slots;
-use crate::state::{count_scale, count_scale_failure, now_ms, record_scale, State};
+use crate::state::{count_scale, count_scale_failure, now_ms, record_scale, ScaleAction, State};
 use pushfleet_fleet::orders::{clear_drain, order_drain};
 
 /// A configuration problem found only once running (the AWS environment names no

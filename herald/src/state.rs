@@ -8,7 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::metrics::{Counters, LifecycleEvent, ScaleAction};
 use crate::policy::score::{Change, EdgeView};
 
 /// Decisions kept for the status page.
@@ -21,6 +20,40 @@ pub struct Decision {
     pub at_ms: u64,
     #[serde(flatten)]
     pub change: Change,
+}
+
+/// Scaling actions, in the order of [`Counters::scale_started`], as StatsD names them.
+pub const SCALE_ACTIONS: [&str; 3] = ["scale_out", "in", "release"];
+/// The termination hook's events, in the order of [`Counters::lifecycle`].
+pub const LIFECYCLE_EVENTS: [&str; 3] = ["drains", "completed", "errors"];
+/// What herald counts, since start.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Counters {
+    /// Scaling actions started, by [`SCALE_ACTIONS`] (leader).
+    pub scale_started: [u64; SCALE_ACTIONS.len()],
+    /// Actuator steps that failed.
+    pub scale_failures: u64,
+    /// Lifecycle-hook events, by [`LIFECYCLE_EVENTS`].
+    pub lifecycle: [u64; LIFECYCLE_EVENTS.len()],
+}
+
+/// A scaling action that started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaleAction {
+    ScaleOut = 0,
+    In = 1,
+    Release = 2,
+}
+
+/// A lifecycle-hook event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleEvent {
+    /// A terminating instance whose edge herald told to drain.
+    Drain = 0,
+    /// A lifecycle action completed (`CONTINUE`).
+    Completed = 1,
+    /// An AWS or etcd call of the watcher failed.
+    Error = 2,
 }
 
 #[derive(Debug, Default, Serialize)]

@@ -3,11 +3,15 @@
 //! registers, joins HAProxy without a reload and takes the new connections; load below the low watermark drains the edge with the
 //! fewest connections through etcd, its clients reconnect elsewhere and resubscribe,
 //! getting the channel's latest value at once (snapshot) and every message after it,
-//! and once the edge has left the hook is told to release it.
+//! and once the edge has left the hook is told to release it. Each scaling action is
+//! counted once in StatsD.
 
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
+use std::net::UdpSocket;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use pushfleet_tests::fleet::{ticker, FAST_SCALING};
 use pushfleet_tests::haproxy::Haproxy;
@@ -32,8 +36,65 @@ impl Drop for Launched {
     }
 }
 
+/// Collects StatsD lines on a thread until dropped (at most 120 s), so the socket's
+/// buffer never overflows however long the test runs.
+struct StatsdSink {
+    addr: String,
+    lines: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StatsdSink {
+    fn start() -> StatsdSink {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let addr = socket.local_addr().unwrap().to_string();
+        let (lines, stop) = (
+            Arc::new(Mutex::new(Vec::new())),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (into, stopped) = (lines.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut buf = [0u8; 65536];
+            while !stopped.load(Ordering::Relaxed) && Instant::now() < deadline {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    into.lock().unwrap().extend(text.lines().map(str::to_owned));
+                }
+            }
+        });
+        StatsdSink { addr, lines, stop }
+    }
+
+    /// The sum of counter `name`'s increments so far.
+    fn counted(&self, name: &str) -> u64 {
+        let prefix = format!("{name}:");
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| {
+                l.strip_prefix(&prefix)?
+                    .strip_suffix("|c")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+}
+
+impl Drop for StatsdSink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
+    let statsd = StatsdSink::start();
     let etcd = Etcd::start();
     let relay = Relay::start(&[]);
     let edge_flags = |id: &str| -> Vec<String> {
@@ -96,6 +157,7 @@ fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
             &FAST_SCALING[..],
             &["--scale", "exec", "--scale-exec", &hook],
             &["--haproxy-runtime", &runtime, "--haproxy-slots", "4"],
+            &["--statsd", &statsd.addr, "--herald-id", "hs"],
         ]
         .concat(),
     );
@@ -219,4 +281,12 @@ fn herald_scales_out_on_load_and_in_by_draining_the_cheapest_edge() {
         "{status}"
     );
     assert_eq!(first.stats()["state"], "ready", "the busy edge stays");
+    // StatsD counted each action once (sent at the evaluation after it started).
+    for action in ["scale_out", "in", "release"] {
+        let name = format!("pushfleet.herald.hs.scale.{action}");
+        eventually(Duration::from_secs(3), &name, || {
+            (statsd.counted(&name) == 1).then_some(())
+        });
+    }
+    assert_eq!(statsd.counted("pushfleet.herald.hs.scale.failures"), 0);
 }

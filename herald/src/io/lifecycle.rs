@@ -26,8 +26,7 @@ use tracing::{info, warn};
 use pushfleet_fleet::orders::{clear_drain, order_drain};
 
 use crate::io::aws::AutoScaling;
-use crate::metrics::LifecycleEvent;
-use crate::state::{count_lifecycle, record_scale, State};
+use crate::state::{count_lifecycle, record_scale, LifecycleEvent, State};
 
 /// How often a heartbeat extends the hook while an edge drains.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(30);
