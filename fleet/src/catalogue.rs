@@ -3,7 +3,7 @@
 //! A binary describes each of its metrics once, as a [`Metric`] row: its name (the
 //! StatsD name, and the key of `monitoring/METRICS.md`), kind, unit, help text, where
 //! it is shown, and how to read it from a snapshot of the binary's counters. From that
-//! one table come `/stats` ([`stats_json`]), `GET /metrics` ([`prometheus`]), the
+//! one table come `/stats` ([`stats_json`]), `GET /metrics` ([`prometheus()`]), the
 //! once-a-second StatsD report ([`StatsdReport`]) and the sum of losses a load report
 //! carries ([`losses`]); [`names`] lists what each sink exports, which a test holds
 //! against `monitoring/METRICS.md`.

@@ -1,5 +1,5 @@
 //! `pushfleet-relay`: parse flags, set up logging, bind the HTTP listener, and hand
-//! over to [`run`](pushfleet_server::relay::run).
+//! over to [`pushfleet_server::relay::run()`].
 
 use std::process::ExitCode;
 

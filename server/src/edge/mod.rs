@@ -10,7 +10,7 @@
 //!
 //! Around it: [`http`] (routes, demo page), [`telemetry`] (counters, latency,
 //! StatsD, the load report herald balances on), [`orders`] (drain orders from etcd),
-//! [`config`] (flags), [`state`] (what threads share), [`run`] (wiring and shutdown).
+//! [`config`] (flags), [`state`] (what threads share), [`mod@run`] (wiring and shutdown).
 
 pub mod codec;
 pub mod config;

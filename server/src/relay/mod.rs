@@ -11,7 +11,7 @@
 //! - [`interest`]: which channels edges hold, and their sequence counters;
 //! - [`shards`]: the relay set and who owns a channel;
 //! - [`http`]: the HTTP publish API; [`metrics`]: `/stats` and StatsD;
-//! - [`config`]: flags; [`run`]: wiring, etcd registration and shutdown.
+//! - [`config`]: flags; [`mod@run`]: wiring, etcd registration and shutdown.
 
 pub mod config;
 pub mod core;

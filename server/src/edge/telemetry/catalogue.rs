@@ -16,8 +16,8 @@ use serde_json::{json, Map, Value};
 
 use super::metrics::{IngressDrop, LatencyWindow, Metrics, WorkerTotals};
 
-/// Why a message queued for a socket never reached it, in the order of
-/// [`EdgeSnapshot::deliver_dropped`].
+/// Why a message queued for a socket never reached it: the `deliver.dropped` row's
+/// label values, in the order its reading lists them.
 pub const DELIVER_DROP_REASONS: [&str; 2] = ["slow_client", "closed"];
 
 /// `/stats` fields that are not metrics: who is answering and how it is doing.
