@@ -11,8 +11,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo doc (links in doc comments must resolve: a moved module breaks them)"
-RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace \
-  --exclude pushfleet-bench --exclude pushfleet-tests
+RUSTDOCFLAGS="-D warnings" cargo doc --quiet --no-deps --workspace
 echo "== build binaries for the end-to-end tests"
 cargo build --workspace --bins
 echo "== tests"
