@@ -85,15 +85,7 @@ impl ErrorCode {
     ];
 
     /// [`ErrorCode::ALL`] as metric tags.
-    pub const NAMES: [&'static str; 9] = {
-        let mut names = [""; 9];
-        let mut i = 0;
-        while i < names.len() {
-            names[i] = Self::ALL[i].as_str();
-            i += 1;
-        }
-        names
-    };
+    pub const NAMES: [&'static str; 9] = crate::tags_of!(Self::ALL);
 
     /// Its index in [`ErrorCode::ALL`].
     pub const fn index(self) -> usize {

@@ -9,6 +9,22 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+/// The metric tags of an enum's variants, `[&str; N]` built at compile time from its
+/// `ALL` array and its `const fn as_str`: one list of variants, never two to keep in
+/// step.
+#[macro_export]
+macro_rules! tags_of {
+    ($all:expr) => {{
+        let mut tags = [""; $all.len()];
+        let mut i = 0;
+        while i < tags.len() {
+            tags[i] = $all[i].as_str();
+            i += 1;
+        }
+        tags
+    }};
+}
+
 pub mod channel;
 pub mod client;
 pub mod publish;

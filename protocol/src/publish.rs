@@ -73,15 +73,7 @@ impl Malformed {
     ];
 
     /// [`Malformed::ALL`] as metric tags.
-    pub const NAMES: [&'static str; 7] = {
-        let mut names = [""; 7];
-        let mut i = 0;
-        while i < names.len() {
-            names[i] = Self::ALL[i].as_str();
-            i += 1;
-        }
-        names
-    };
+    pub const NAMES: [&'static str; 7] = crate::tags_of!(Self::ALL);
 
     /// Its index in [`Malformed::ALL`].
     pub const fn index(self) -> usize {
